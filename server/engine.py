@@ -1,0 +1,263 @@
+"""The engine: one thread that owns the model and every tensor, stepping the batch forward.
+
+Each step: drain the inbox (new requests, aborts) -> schedule -> one forward pass -> sample -> postprocess (append
+tokens, advance grammars, finish on EOS / length, free blocks) -> hand the step's `TokenEvent`s to the client in one
+call. A request whose processing raises fails alone (the step is retried one sequence at a time to find it); the loop
+keeps serving the others.
+"""
+from __future__ import annotations
+
+import itertools
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+
+import torch
+
+from server.block_manager import BlockManager
+from server.config import ConfigError, EngineConfig
+from server.loader import load_checkpoint
+from server.model_runner import ModelRunner
+from server.protocol import EngineRequest, EngineStats, FinishReason, TokenEvent, TopToken
+from server.sampler import Sampler
+from server.scheduler import ScheduledChunk, Scheduler
+from server.sequence import FINISH_REASONS, Sequence, SequenceStatus
+
+logger = logging.getLogger(__name__)
+
+CPU_DEFAULT_POOL_TOKENS = 32768
+EventCallback = Callable[[list[TokenEvent]], None]
+
+
+class Engine:
+    def __init__(self, config: EngineConfig):
+        self.config = config
+        device = config.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        dtype = config.dtype or ("bfloat16" if device.startswith("cuda") else "float32")
+        if config.num_threads and device == "cpu":
+            torch.set_num_threads(config.num_threads)
+        self.checkpoint, model = load_checkpoint(config.model_id, dtype, device)
+        attention = config.attention or ("triton" if device.startswith("cuda") else "torch")
+        num_blocks = self._num_blocks(model, device)
+        self.runner = ModelRunner(model, num_blocks, config.block_size, dtype, device, attention)
+        self.block_manager = BlockManager(num_blocks, config.block_size, config.enable_prefix_caching)
+        self.scheduler = Scheduler(self.block_manager, config.max_batch_prefill_tokens, config.max_num_seqs)
+        self.sampler = Sampler(device, config.watermark_gamma, config.watermark_delta)
+        self.max_total_tokens = min(config.max_total_tokens or self.checkpoint.max_position_embeddings,
+                                    num_blocks * config.block_size)
+        self.sequences: dict[str, Sequence] = {}
+        self._inbox: queue.SimpleQueue = queue.SimpleQueue()
+        self._arrivals = itertools.count()
+        self._thread: threading.Thread | None = None
+        self._stopping = threading.Event()
+        self._step_started: float | None = None
+        self._num_steps = self._num_prefill_tokens = self._num_decode_tokens = 0
+        self._pending: list[TokenEvent] = []  # refusals produced while the loop slept; sent with the next step
+        logger.info("engine ready: %d KV blocks of %d tokens, attention=%s, max_total_tokens=%d", num_blocks,
+                    config.block_size, attention, self.max_total_tokens)
+
+    def _num_blocks(self, model, device: str) -> int:
+        cfg = self.config
+        if cfg.max_batch_total_tokens is not None:
+            return cfg.max_batch_total_tokens // cfg.block_size
+        if device.startswith("cuda"):
+            from server.memory import num_kv_blocks_from_memory
+
+            return num_kv_blocks_from_memory(model, cfg)
+        tokens = max(CPU_DEFAULT_POOL_TOKENS, cfg.max_total_tokens or 0)
+        return -(-tokens // cfg.block_size)
+
+    # ----- thread-safe API -----
+    def submit(self, request: EngineRequest) -> None:
+        self._inbox.put(("add", request))
+
+    def abort(self, request_id: str) -> None:
+        self._inbox.put(("abort", request_id))
+
+    def start(self, on_events: EventCallback) -> None:
+        if self._thread is not None:
+            return
+        self._thread = threading.Thread(target=self._loop, args=(on_events,), name="rho-engine", daemon=True)
+        self._thread.start()
+
+    def shutdown(self, timeout: float = 5.0) -> None:
+        self._stopping.set()
+        self._inbox.put(("wake", None))
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def stats(self) -> EngineStats:
+        started = self._step_started
+        return EngineStats(
+            num_waiting=self.scheduler.num_waiting, num_running=self.scheduler.num_running,
+            num_blocks_used=self.block_manager.num_used_blocks, num_blocks_total=self.block_manager.num_blocks,
+            block_size=self.block_manager.block_size,
+            alive=self._thread is None or self._thread.is_alive(),
+            seconds_since_last_step=0.0 if started is None else time.monotonic() - started,
+            num_steps=self._num_steps, num_prefill_tokens_total=self._num_prefill_tokens,
+            num_decode_tokens_total=self._num_decode_tokens)
+
+    # ----- the loop -----
+    def _loop(self, on_events: EventCallback) -> None:
+        while not self._stopping.is_set():
+            if not self.scheduler.has_work():
+                self._handle(self._inbox.get())  # sleep until there is something to do
+            try:
+                events = self.step()
+            except Exception:  # an invariant broke: fail everything in flight, keep the loop alive
+                logger.exception("engine step failed; failing all in-flight requests")
+                events = self._fail_all("internal engine error")
+            if events:
+                on_events(events)
+
+    def step(self) -> list[TokenEvent]:
+        """Run one scheduling step; returns the events it produced."""
+        events, self._pending = self._pending, []
+        self._drain_inbox(events)
+        out = self.scheduler.schedule()
+        if out.is_empty:
+            return events
+        self._step_started = time.monotonic()
+        try:
+            self._run(out.chunks, events)
+        except Exception as e:
+            if len(out.chunks) == 1:
+                self._fail(out.chunks[0].seq, e, events)
+            else:
+                self._run_isolated(out.chunks, events)
+        finally:
+            self._step_started = None
+        self._num_steps += 1
+        return events
+
+    def _run(self, chunks: list[ScheduledChunk], events: list[TokenEvent]) -> None:
+        logits, seqs = self.runner.run(chunks)
+        sampled = self.sampler(logits, seqs) if seqs else None
+        for chunk in chunks:
+            self.scheduler.commit(chunk)
+            n = chunk.num_new_tokens
+            if chunk.seq.num_computed_tokens > chunk.seq.num_prompt_tokens and n == 1:
+                self._num_decode_tokens += 1
+            else:
+                self._num_prefill_tokens += n
+        for i, seq in enumerate(seqs):
+            try:
+                self._append(seq, sampled.token_ids[i], sampled.logprobs[i], sampled.top_tokens[i], events)
+            except Exception as e:
+                self._fail(seq, e, events)
+
+    def _run_isolated(self, chunks: list[ScheduledChunk], events: list[TokenEvent]) -> None:
+        """The batch raised: run each chunk alone so only the culprit fails."""
+        for chunk in chunks:
+            if chunk.seq.is_finished:
+                continue
+            try:
+                self._run([chunk], events)
+            except Exception as e:
+                self._fail(chunk.seq, e, events)
+
+    # ----- postprocess -----
+    def _append(self, seq: Sequence, token_id: int, logprob: float, top: list[tuple[int, float]],
+                events: list[TokenEvent]) -> None:
+        params = seq.params
+        stop_ids = params.stop_token_ids or self.checkpoint.eos_token_ids
+        is_eos = token_id in stop_ids
+        state = seq.grammar_state
+        if state is not None and not (is_eos and state.can_end()):
+            state.advance(token_id)  # EOS in a final state ends the sequence without advancing
+        seq.token_ids.append(token_id)
+        status = None
+        if seq.num_generated_tokens >= params.max_new_tokens or seq.num_tokens >= self.max_total_tokens:
+            status = SequenceStatus.FINISHED_LENGTH  # length wins over EOS on the last allowed token (TGI)
+        elif is_eos and not params.ignore_eos:
+            status = SequenceStatus.FINISHED_EOS
+        event = TokenEvent(
+            request_id=seq.request_id, token_id=token_id, logprob=logprob,
+            top_tokens=tuple(TopToken(t, lp) for t, lp in top),
+            finish_reason=FINISH_REASONS[status] if status else None, num_prompt_tokens=seq.num_prompt_tokens,
+            num_cached_prompt_tokens=seq.num_cached_prompt_tokens, is_special=is_eos,
+            prompt_logprobs=None if seq.first_event_sent or seq.prompt_logprobs is None else tuple(seq.prompt_logprobs))
+        seq.first_event_sent = True
+        events.append(event)
+        if status is not None:
+            self._finish(seq, status)
+
+    def _finish(self, seq: Sequence, status: SequenceStatus) -> None:
+        self.scheduler.finish(seq, status)
+        self.sequences.pop(seq.request_id, None)
+
+    def _fail(self, seq: Sequence, error: Exception | str, events: list[TokenEvent]) -> None:
+        if not isinstance(error, str):
+            logger.warning("request %s failed: %s: %s", seq.request_id, type(error).__name__, error)
+            error = f"{type(error).__name__}: {error}"
+        self._finish(seq, SequenceStatus.FINISHED_ERROR)
+        events.append(TokenEvent(request_id=seq.request_id, error=error, num_prompt_tokens=seq.num_prompt_tokens))
+
+    def _fail_all(self, message: str) -> list[TokenEvent]:
+        events: list[TokenEvent] = []
+        for seq in list(self.sequences.values()):
+            self._fail(seq, message, events)
+        return events
+
+    # ----- inbox -----
+    def _drain_inbox(self, events: list[TokenEvent]) -> None:
+        while True:
+            try:
+                item = self._inbox.get_nowait()
+            except queue.Empty:
+                return
+            self._handle(item, events)
+
+    def _handle(self, item: tuple, events: list[TokenEvent] | None = None) -> None:
+        kind, payload = item
+        if kind == "add":
+            self._add(payload, events if events is not None else self._pending)
+        elif kind == "abort":
+            seq = self.sequences.get(payload)
+            if seq is not None:
+                self._finish(seq, SequenceStatus.FINISHED_ABORTED)
+
+    def _add(self, request: EngineRequest, events: list[TokenEvent]) -> None:
+        seq = Sequence(request, next(self._arrivals))
+        total = seq.num_tokens + request.params.max_new_tokens
+        if not request.prompt_token_ids:
+            events.append(TokenEvent(request.request_id, error="empty prompt"))
+            return
+        if request.request_id in self.sequences:
+            events.append(TokenEvent(request.request_id, error=f"duplicate request id {request.request_id}"))
+            return
+        if not self.scheduler.can_ever_fit(min(total, self.max_total_tokens)):
+            events.append(TokenEvent(request.request_id, error=f"request needs {total} tokens of KV cache; the pool "
+                                     f"holds {self.block_manager.num_blocks * self.block_manager.block_size}"))
+            return
+        self.sampler.init_sequence(seq)
+        self.sequences[seq.request_id] = seq
+        self.scheduler.add(seq)
+
+    # ----- synchronous use (tests, benchmarks, slm_train evaluation) -----
+    def generate(self, requests: list[EngineRequest]) -> dict[str, list[TokenEvent]]:
+        """Run requests to completion on the calling thread (the engine thread must not be running)."""
+        assert self._thread is None, "generate() is for an engine without its thread"
+        results: dict[str, list[TokenEvent]] = {r.request_id: [] for r in requests}
+        for request in requests:
+            self.submit(request)
+        pending = set(results)
+        while pending:
+            events = self.step()
+            for event in events:
+                results[event.request_id].append(event)
+                if event.finish_reason is not None or event.error is not None:
+                    pending.discard(event.request_id)
+        return results
+
+
+def build_engine(config: EngineConfig) -> Engine:
+    if config.max_total_tokens is not None and config.max_batch_total_tokens is not None \
+            and config.max_total_tokens > config.max_batch_total_tokens:
+        raise ConfigError("`max_total_tokens` must be <= `max_batch_total_tokens`")
+    return Engine(config)
+
+
+__all__ = ["Engine", "EngineConfig", "FinishReason", "build_engine"]

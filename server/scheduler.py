@@ -1,0 +1,160 @@
+"""Continuous batching under a token budget. Plain Python: no tensors.
+
+Each step: running sequences first (decodes before chunks of prompts still being prefilled), then waiting ones in
+FIFO order while the budget (`max_batch_prefill_tokens` tokens per forward pass) and free blocks last. Long prompts
+are prefilled in chunks. When blocks run out, the newest running sequence is preempted: its blocks are freed (they
+stay in the prefix cache) and it goes back to the front of the queue to be recomputed later, keeping the tokens it
+generated. Nothing fails for lack of memory once a request has been admitted.
+"""
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+from server.block_manager import BlockManager
+from server.sequence import Sequence, SequenceStatus
+
+
+@dataclass
+class ScheduledChunk:
+    seq: Sequence
+    num_new_tokens: int  # tokens fed this step, starting at seq.num_computed_tokens
+
+    @property
+    def samples(self) -> bool:
+        """Whether this chunk reaches the end of the sequence, so the step samples its next token."""
+        return self.seq.num_computed_tokens + self.num_new_tokens == self.seq.num_tokens
+
+
+@dataclass
+class SchedulerOutput:
+    chunks: list[ScheduledChunk] = field(default_factory=list)
+    preempted: list[Sequence] = field(default_factory=list)
+
+    @property
+    def num_tokens(self) -> int:
+        return sum(c.num_new_tokens for c in self.chunks)
+
+    @property
+    def is_empty(self) -> bool:
+        return not self.chunks
+
+
+class Scheduler:
+    def __init__(self, block_manager: BlockManager, max_batch_prefill_tokens: int, max_num_seqs: int):
+        self.block_manager = block_manager
+        self.token_budget = max_batch_prefill_tokens
+        self.max_num_seqs = max_num_seqs
+        self.waiting: deque[Sequence] = deque()
+        self.running: list[Sequence] = []  # admission order: oldest first
+
+    @property
+    def num_waiting(self) -> int:
+        return len(self.waiting)
+
+    @property
+    def num_running(self) -> int:
+        return len(self.running)
+
+    def has_work(self) -> bool:
+        return bool(self.waiting or self.running)
+
+    def add(self, seq: Sequence) -> None:
+        self.waiting.append(seq)
+
+    def can_ever_fit(self, num_tokens: int) -> bool:
+        return self.block_manager.num_blocks_for(num_tokens) <= self.block_manager.num_blocks
+
+    def schedule(self) -> SchedulerOutput:
+        out = SchedulerOutput()
+        budget = self.token_budget
+        # Decodes first: they cost one token each and keep latency flat while long prompts are chunked.
+        for seq in sorted(self.running, key=lambda s: (s.num_uncomputed_tokens > 1, s.arrival)):
+            if budget == 0:
+                break
+            if seq.status != SequenceStatus.RUNNING:
+                continue  # preempted earlier in this loop
+            num_new = min(seq.num_uncomputed_tokens, budget)
+            if not self._make_room(seq, num_new, out):
+                continue
+            out.chunks.append(ScheduledChunk(seq, num_new))
+            budget -= num_new
+        if not out.preempted:
+            budget = self._admit_waiting(budget, out)
+        return out
+
+    def _blocks_needed(self, seq: Sequence, num_new: int) -> int:
+        return self.block_manager.num_blocks_for(seq.num_computed_tokens + num_new) - len(seq.block_table)
+
+    def _make_room(self, seq: Sequence, num_new: int, out: SchedulerOutput) -> bool:
+        """Allocate blocks for seq's next num_new tokens, preempting the newest sequences if needed."""
+        needed = self._blocks_needed(seq, num_new)
+        while not self.block_manager.can_allocate(needed):
+            victim = max(self.running, key=lambda s: s.arrival)
+            self.preempt(victim)
+            out.preempted.append(victim)
+            out.chunks = [c for c in out.chunks if c.seq is not victim]  # it may have been scheduled already
+            if victim is seq:
+                return False
+        seq.block_table.extend(self.block_manager.allocate(needed))
+        return True
+
+    def _admit_waiting(self, budget: int, out: SchedulerOutput) -> int:
+        bm = self.block_manager
+        while self.waiting and budget > 0 and len(self.running) < self.max_num_seqs:
+            seq = self.waiting[0]
+            # Leave at least one token to compute: its logits give the next token.
+            hits = [] if seq.params.prompt_logprobs else bm.match_prefix(seq.token_ids, seq.num_tokens - 1)
+            num_cached = len(hits) * bm.block_size
+            num_new = min(seq.num_tokens - num_cached, budget)
+            needed = bm.num_blocks_for(num_cached + num_new) - len(hits)
+            revived = sum(1 for b in hits if bm.blocks[b].ref_count == 0)  # leave the free list when taken
+            if needed + revived > bm.num_free_blocks:
+                break  # FIFO: the head waits for blocks; nobody overtakes it
+            bm.take_cached(hits)
+            seq.block_table = hits + bm.allocate(needed)
+            seq.block_hashes = [bm.blocks[b].hash for b in hits]
+            seq.num_computed_tokens = num_cached
+            if seq.num_preemptions == 0:
+                seq.num_cached_prompt_tokens = num_cached
+            seq.status = SequenceStatus.RUNNING
+            self.waiting.popleft()
+            self.running.append(seq)
+            out.chunks.append(ScheduledChunk(seq, num_new))
+            budget -= num_new
+        return budget
+
+    def preempt(self, seq: Sequence) -> None:
+        """Free seq's blocks and requeue it at the front; it will be recomputed from its tokens."""
+        self.running.remove(seq)
+        self._release(seq)
+        seq.status = SequenceStatus.WAITING
+        seq.num_preemptions += 1
+        self.waiting.appendleft(seq)
+
+    def commit(self, chunk: ScheduledChunk) -> None:
+        """After a successful forward pass: the chunk's K/V is cached; publish newly full blocks."""
+        seq = chunk.seq
+        seq.num_computed_tokens += chunk.num_new_tokens
+        bm = self.block_manager
+        parent = seq.block_hashes[-1] if seq.block_hashes else -1
+        for i in range(len(seq.block_hashes), seq.num_computed_tokens // bm.block_size):
+            tokens = tuple(seq.token_ids[i * bm.block_size:(i + 1) * bm.block_size])
+            parent = bm.cache_block(seq.block_table[i], parent, tokens)
+            seq.block_hashes.append(parent)
+
+    def finish(self, seq: Sequence, status: SequenceStatus) -> None:
+        """Remove a sequence wherever it is and free its blocks at once."""
+        assert status.is_finished
+        if seq in self.running:
+            self.running.remove(seq)
+        elif seq in self.waiting:
+            self.waiting.remove(seq)
+        self._release(seq)
+        seq.status = status
+
+    def _release(self, seq: Sequence) -> None:
+        self.block_manager.free(seq.block_table)
+        seq.block_table = []
+        seq.block_hashes = []
+        seq.num_computed_tokens = 0
