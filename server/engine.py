@@ -112,6 +112,7 @@ class Engine:
             if events:
                 on_events(events)
 
+    @torch.inference_mode()
     def step(self) -> list[TokenEvent]:
         """Run one scheduling step; returns the events it produced."""
         events, self._pending = self._pending, []
@@ -237,6 +238,18 @@ class Engine:
         self.scheduler.add(seq)
 
     # ----- synchronous use (tests, benchmarks, slm_train evaluation) -----
+    @torch.inference_mode()
+    def prompt_logits(self, token_ids: list[int]) -> torch.Tensor:
+        """float32 logits (len(token_ids), vocab) of one prompt through the paged path (engine must be idle)."""
+        assert not self.scheduler.has_work() and self._thread is None, "prompt_logits() needs an idle engine"
+        seq = Sequence(EngineRequest("_score", tuple(token_ids)), -1)
+        seq.block_table = self.block_manager.allocate(self.block_manager.num_blocks_for(len(token_ids)))
+        try:
+            inputs = self.runner.prepare([ScheduledChunk(seq, len(token_ids))])
+            return self.runner.model.compute_logits(self.runner.forward(inputs))
+        finally:
+            self.block_manager.free(seq.block_table)
+
     def generate(self, requests: list[EngineRequest]) -> dict[str, list[TokenEvent]]:
         """Run requests to completion on the calling thread (the engine thread must not be running)."""
         assert self._thread is None, "generate() is for an engine without its thread"
