@@ -24,10 +24,9 @@ class EngineClient:
         self._loop: asyncio.AbstractEventLoop | None = None
 
     async def start(self) -> None:
-        """Bind to the running loop and start the engine thread (idempotent)."""
-        if self._loop is None:
-            self._loop = asyncio.get_running_loop()
-            self.engine.start(self._on_events_threadsafe)
+        """Bind to the running loop (rebinding if a new one runs, e.g. across tests) and start the engine thread."""
+        self._loop = asyncio.get_running_loop()
+        self.engine.start(self._on_events_threadsafe)
 
     def shutdown(self) -> None:
         self.engine.shutdown()
