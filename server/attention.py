@@ -3,13 +3,15 @@
 The KV cache of one layer is two tensors `(num_blocks, block_size, num_kv_heads, head_dim)`; a token's slot is
 `block_id * block_size + offset`. Sequences read their context through their block tables. Decode rows (one new token)
 are attended in one batched gather; prefill chunks (several new tokens over a possibly cached prefix) one sequence at
-a time. Grouped-query attention is computed by viewing the query heads as (num_kv_heads, group), never by copying K/V.
+a time. Both use torch's scaled_dot_product_attention with grouped-query heads (`enable_gqa`), so K/V are never
+repeated per query head.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
 
 
 @dataclass
@@ -24,18 +26,23 @@ class AttentionMetadata:
     max_seq_len: int
     query_lens: list[int]  # host copies: the torch path loops over prefill sequences
     seq_lens_list: list[int]
-    # Derived once by `prepare()`: decode sequences batched together.
-    decode_seq_idx: torch.Tensor | None = field(default=None)  # (num_decode,) int64
-    decode_rows: torch.Tensor | None = field(default=None)  # (num_decode,) int64: their query rows
+    # Derived once by `prepare()`: decode sequences in groups of similar length (less padding in the gather).
+    decode_groups: list[tuple[torch.Tensor, torch.Tensor, int]] | None = field(default=None)  # (rows, seq idx, max len)
     prefill_seqs: list[int] = field(default_factory=list)
+
+    DECODE_GROUP_SIZE = 8
 
     def prepare(self) -> "AttentionMetadata":
         starts = self.query_start_loc.tolist()
-        decode = [i for i, q in enumerate(self.query_lens) if q == 1]
+        decode = sorted((i for i, q in enumerate(self.query_lens) if q == 1), key=lambda i: self.seq_lens_list[i])
         self.prefill_seqs = [i for i, q in enumerate(self.query_lens) if q > 1]
         device = self.slot_mapping.device
-        self.decode_seq_idx = torch.tensor(decode, dtype=torch.int64, device=device)
-        self.decode_rows = torch.tensor([starts[i] for i in decode], dtype=torch.int64, device=device)
+        self.decode_groups = []
+        for g in range(0, len(decode), self.DECODE_GROUP_SIZE):
+            group = decode[g:g + self.DECODE_GROUP_SIZE]
+            self.decode_groups.append((torch.tensor([starts[i] for i in group], dtype=torch.int64, device=device),
+                                       torch.tensor(group, dtype=torch.int64, device=device),
+                                       self.seq_lens_list[group[-1]]))
         return self
 
 
@@ -54,11 +61,12 @@ def paged_attention(query: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.T
     query (num_tokens, num_heads, head_dim) -> (num_tokens, num_heads, head_dim). A query at position p sees keys at
     positions <= p, and with a sliding window W only those > p - W.
     """
-    if meta.decode_seq_idx is None:
+    if meta.decode_groups is None:
         meta.prepare()
     out = torch.empty_like(query)
-    if meta.decode_rows.numel():
-        out[meta.decode_rows] = _decode(query[meta.decode_rows], k_cache, v_cache, meta, scale, sliding_window)
+    for rows, seq_idx, max_len in meta.decode_groups:
+        out.index_copy_(0, rows, _decode(query.index_select(0, rows), k_cache, v_cache, meta.seq_lens[seq_idx],
+                                         meta.block_tables[seq_idx], max_len, scale, sliding_window))
     starts = meta.query_start_loc
     for i in meta.prefill_seqs:
         lo, hi = int(starts[i]), int(starts[i + 1])
@@ -67,52 +75,50 @@ def paged_attention(query: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.T
     return out
 
 
-def _gather(cache: torch.Tensor, block_table: torch.Tensor, num_blocks: int) -> torch.Tensor:
-    """(..., num_blocks) block ids -> (..., num_blocks * block_size, num_kv_heads, head_dim) contiguous context."""
-    blocks = cache[block_table[..., :num_blocks].long()]  # (..., num_blocks, block_size, kv_heads, head_dim)
-    return blocks.flatten(-4, -3)
+def _gather(cache: torch.Tensor, block_ids: torch.Tensor) -> torch.Tensor:
+    """Block ids (..., n) -> (..., n * block_size, num_kv_heads, head_dim). index_select on whole blocks is a
+    memcpy per block, several times faster on CPU than advanced indexing."""
+    num_blocks, block_size, num_kv_heads, head_dim = cache.shape
+    flat = cache.view(num_blocks, -1).index_select(0, block_ids.flatten().long())
+    return flat.view(*block_ids.shape[:-1], block_ids.shape[-1] * block_size, num_kv_heads, head_dim)
 
 
-def _decode(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, meta: AttentionMetadata, scale: float,
-            sliding_window: int | None) -> torch.Tensor:
-    # q (B, num_heads, head_dim): one new token per sequence, at position seq_len - 1.
-    block_size, num_kv_heads, head_dim = k_cache.shape[1:]
-    batch, num_heads = q.shape[0], q.shape[1]
-    group = num_heads // num_kv_heads
-    seq_lens = meta.seq_lens[meta.decode_seq_idx].long()  # (B,)
-    max_len = max(meta.seq_lens_list[i] for i in meta.decode_seq_idx.tolist())
-    num_blocks = -(-max_len // block_size)
-    tables = meta.block_tables[meta.decode_seq_idx]
-    k = _gather(k_cache, tables, num_blocks).permute(0, 2, 3, 1)  # (B, kv_heads, head_dim, L)
-    v = _gather(v_cache, tables, num_blocks).transpose(1, 2)  # (B, kv_heads, L, head_dim)
-    qg = q.view(batch, num_kv_heads, group, head_dim).to(k.dtype)
-    scores = torch.matmul(qg, k).float() * scale  # (B, kv_heads, group, L)
-    key_pos = torch.arange(k.shape[-1], device=q.device)
+def _decode(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, seq_lens: torch.Tensor,
+            block_tables: torch.Tensor, max_len: int, scale: float, sliding_window: int | None) -> torch.Tensor:
+    # q (B, num_heads, head_dim): one new token per sequence, at position seq_len - 1; seq_lens (B,).
+    block_size = k_cache.shape[1]
+    seq_lens = seq_lens.long()
+    tables = block_tables[:, : -(-max_len // block_size)]
+    k = _gather(k_cache, tables).transpose(1, 2)  # (B, kv_heads, L, head_dim), a strided view
+    v = _gather(v_cache, tables).transpose(1, 2)
+    key_pos = torch.arange(k.shape[2], device=q.device)
     invalid = key_pos[None, :] >= seq_lens[:, None]  # (B, L)
     if sliding_window is not None:
         invalid |= key_pos[None, :] <= (seq_lens[:, None] - 1 - sliding_window)
-    scores.masked_fill_(invalid[:, None, None, :], float("-inf"))
-    probs = torch.softmax(scores, dim=-1).to(v.dtype)
-    return torch.matmul(probs, v).reshape(batch, num_heads, head_dim).to(q.dtype)
+    # An additive float mask keeps SDPA on its fast CPU kernel (a boolean mask is slower there).
+    bias = torch.zeros(invalid.shape, dtype=q.dtype, device=q.device).masked_fill_(invalid, float("-inf"))
+    out = F.scaled_dot_product_attention(q.unsqueeze(2), k.to(q.dtype), v.to(q.dtype), attn_mask=bias[:, None, None, :],
+                                         scale=scale, enable_gqa=True)  # (B, num_heads, 1, head_dim)
+    return out.squeeze(2)
 
 
 def _prefill_one(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, block_table: torch.Tensor,
                  seq_len: int, scale: float, sliding_window: int | None) -> torch.Tensor:
     # q (q_len, num_heads, head_dim): the last q_len tokens of a sequence whose context is seq_len tokens long.
-    block_size, num_kv_heads, head_dim = k_cache.shape[1:]
-    q_len, num_heads = q.shape[0], q.shape[1]
-    group = num_heads // num_kv_heads
-    num_blocks = -(-seq_len // block_size)
-    k = _gather(k_cache, block_table, num_blocks)[:seq_len].permute(1, 2, 0)  # (kv_heads, head_dim, L)
-    v = _gather(v_cache, block_table, num_blocks)[:seq_len].transpose(0, 1)  # (kv_heads, L, head_dim)
-    qg = q.view(q_len, num_kv_heads, group, head_dim).permute(1, 2, 0, 3).to(k.dtype)  # (kv_heads, group, q_len, d)
-    scores = torch.matmul(qg, k.unsqueeze(1)).float() * scale  # (kv_heads, group, q_len, L)
+    block_size = k_cache.shape[1]
+    q_len = q.shape[0]
+    table = block_table[: -(-seq_len // block_size)]
+    k = _gather(k_cache, table)[:seq_len].transpose(0, 1).to(q.dtype)  # (kv_heads, L, head_dim)
+    v = _gather(v_cache, table)[:seq_len].transpose(0, 1).to(q.dtype)
+    qh = q.transpose(0, 1)  # (num_heads, q_len, head_dim)
+    if q_len == seq_len and sliding_window is None:  # a whole prompt: plain causal attention
+        out = F.scaled_dot_product_attention(qh, k, v, is_causal=True, scale=scale, enable_gqa=True)
+        return out.transpose(0, 1)
     q_pos = torch.arange(seq_len - q_len, seq_len, device=q.device)[:, None]
     k_pos = torch.arange(seq_len, device=q.device)[None, :]
-    invalid = k_pos > q_pos  # (q_len, L)
+    invalid = k_pos > q_pos  # (q_len, L): causal, offset by the cached prefix
     if sliding_window is not None:
         invalid |= k_pos <= q_pos - sliding_window
-    scores.masked_fill_(invalid, float("-inf"))
-    probs = torch.softmax(scores, dim=-1).to(v.dtype)
-    out = torch.matmul(probs, v.unsqueeze(1))  # (kv_heads, group, q_len, head_dim)
-    return out.permute(2, 0, 1, 3).reshape(q_len, num_heads, head_dim).to(q.dtype)
+    bias = torch.zeros(invalid.shape, dtype=q.dtype, device=q.device).masked_fill_(invalid, float("-inf"))
+    out = F.scaled_dot_product_attention(qh, k, v, attn_mask=bias, scale=scale, enable_gqa=True)
+    return out.transpose(0, 1)

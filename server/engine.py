@@ -222,16 +222,16 @@ class Engine:
 
     def _add(self, request: EngineRequest, events: list[TokenEvent]) -> None:
         seq = Sequence(request, next(self._arrivals))
-        total = seq.num_tokens + request.params.max_new_tokens
         if not request.prompt_token_ids:
             events.append(TokenEvent(request.request_id, error="empty prompt"))
             return
         if request.request_id in self.sequences:
             events.append(TokenEvent(request.request_id, error=f"duplicate request id {request.request_id}"))
             return
-        if not self.scheduler.can_ever_fit(min(total, self.max_total_tokens)):
-            events.append(TokenEvent(request.request_id, error=f"request needs {total} tokens of KV cache; the pool "
-                                     f"holds {self.block_manager.num_blocks * self.block_manager.block_size}"))
+        if seq.num_tokens >= self.max_total_tokens or not self.scheduler.can_ever_fit(seq.num_tokens + 1):
+            events.append(TokenEvent(request.request_id, error=f"the prompt has {seq.num_tokens} tokens: at most "
+                                     f"{self.max_total_tokens - 1} fit in this engine's KV cache "
+                                     f"(max_total_tokens={self.max_total_tokens})"))
             return
         self.sampler.init_sequence(seq)
         self.sequences[seq.request_id] = seq

@@ -1,0 +1,26 @@
+"""`rho-bench`: the project's benchmarks, one subcommand each; every one prints a single comparison table."""
+from __future__ import annotations
+
+import importlib
+import sys
+
+BENCHES = {
+    "engine": ("bench.engine_bench", "engine vs transformers throughput, and engine overhead (issue 2)"),
+    "http": ("bench.http_bench", "HTTP streaming vs in-process engine throughput (issue 3)"),
+    "grammar": ("bench.grammar_bench", "constrained decoding cost and grammar compile times (issue 5)"),
+}
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] not in BENCHES:
+        print("usage: rho-bench {" + ",".join(BENCHES) + "} [options]\n")
+        for name, (_, text) in BENCHES.items():
+            print(f"  {name:<8} {text}")
+        sys.exit(0 if argv and argv[0] in ("-h", "--help") else 2)
+    module, _ = BENCHES[argv[0]]
+    importlib.import_module(module).main(argv[1:])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Deployment tests: Dockerfile, Helm chart, the container's start-up command."""
