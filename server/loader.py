@@ -108,43 +108,66 @@ def read_weights(files: list[Path]) -> dict[str, torch.Tensor]:
     return tensors
 
 
+def expected_hf_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
+    """Hugging Face weight names (without the `model.` prefix) and the shapes the config implies."""
+    h, q, kv, i = cfg.hidden_size, cfg.num_heads * cfg.head_dim, cfg.num_kv_heads * cfg.head_dim, cfg.intermediate_size
+    shapes = {"embed_tokens.weight": (cfg.vocab_size, h), "norm.weight": (h,), "lm_head.weight": (cfg.vocab_size, h)}
+    for n in range(cfg.num_layers):
+        p = f"layers.{n}."
+        shapes.update({p + "input_layernorm.weight": (h,), p + "post_attention_layernorm.weight": (h,),
+                       p + "self_attn.q_proj.weight": (q, h), p + "self_attn.k_proj.weight": (kv, h),
+                       p + "self_attn.v_proj.weight": (kv, h), p + "self_attn.o_proj.weight": (h, q),
+                       p + "mlp.gate_proj.weight": (i, h), p + "mlp.up_proj.weight": (i, h),
+                       p + "mlp.down_proj.weight": (h, i)})
+        if cfg.attention_bias:
+            shapes.update({p + "self_attn.q_proj.bias": (q,), p + "self_attn.k_proj.bias": (kv,),
+                           p + "self_attn.v_proj.bias": (kv,), p + "self_attn.o_proj.bias": (h,)})
+        if cfg.mlp_bias:
+            shapes.update({p + "mlp.gate_proj.bias": (i,), p + "mlp.up_proj.bias": (i,), p + "mlp.down_proj.bias": (h,)})
+    return shapes
+
+
+def check_weights(hf: dict[str, torch.Tensor], cfg: ModelConfig, path: Path) -> None:
+    expected = expected_hf_shapes(cfg)
+    if cfg.tie_word_embeddings and "lm_head.weight" not in hf:
+        del expected["lm_head.weight"]
+    missing, unexpected = sorted(set(expected) - set(hf)), sorted(set(hf) - set(expected))
+    if missing or unexpected:
+        raise CheckpointError(f"{path}: weights do not match config.json: missing {missing[:4]}"
+                              f"{'...' if len(missing) > 4 else ''}, unexpected {unexpected[:4]}")
+    for name, shape in expected.items():
+        if tuple(hf[name].shape) != shape:
+            raise CheckpointError(f"{path}: weight {name} has shape {tuple(hf[name].shape)}; config.json implies {shape}")
+
+
 def to_engine_state_dict(hf: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[str, torch.Tensor]:
-    """HF names -> ours: drop the `model.` prefix, fuse q/k/v and gate/up, tie lm_head when absent."""
-    hf = {k.removeprefix("model."): v for k, v in hf.items() if "rotary_emb.inv_freq" not in k}
+    """Checked HF weights -> ours: fuse q/k/v and gate/up (one matmul each), tie lm_head when absent."""
     out: dict[str, torch.Tensor] = {}
-    for name in list(hf):
+    for name, tensor in hf.items():
         if ".q_proj." in name:
-            suffix = name.split(".q_proj.")[1]
-            base = name.split(".q_proj.")[0]
-            out[f"{base}.qkv_proj.{suffix}"] = torch.cat([hf.pop(f"{base}.{p}_proj.{suffix}") for p in "qkv"])
+            base, suffix = name.split(".q_proj.")
+            out[f"{base}.qkv_proj.{suffix}"] = torch.cat([hf[f"{base}.{p}_proj.{suffix}"] for p in "qkv"])
         elif ".gate_proj." in name:
             base, suffix = name.split(".gate_proj.")
-            out[f"{base}.gate_up_proj.{suffix}"] = torch.cat([hf.pop(name), hf.pop(f"{base}.up_proj.{suffix}")])
-    out.update({k: v for k, v in hf.items() if ".k_proj." not in k and ".v_proj." not in k and ".up_proj." not in k})
+            out[f"{base}.gate_up_proj.{suffix}"] = torch.cat([tensor, hf[f"{base}.up_proj.{suffix}"]])
+        elif not any(f".{p}_proj." in name for p in ("k", "v", "up")):
+            out[name] = tensor
     if "lm_head.weight" not in out:
-        if not cfg.tie_word_embeddings:
-            raise CheckpointError("weights lack lm_head.weight and tie_word_embeddings is false")
         out["lm_head.weight"] = out["embed_tokens.weight"]
     return out
 
 
 def build_model(path: Path, cfg: ModelConfig, dtype: torch.dtype, device: str) -> LlamaForCausalLM:
+    hf = {k.removeprefix("model."): v for k, v in read_weights(weight_files(path)).items()
+          if "rotary_emb.inv_freq" not in k}
+    check_weights(hf, cfg, path)
+    state = {k: v.to(device=device, dtype=dtype) for k, v in to_engine_state_dict(hf, cfg).items()}
     with torch.device("meta"):
         model = LlamaForCausalLM(cfg)
-    state = to_engine_state_dict(read_weights(weight_files(path)), cfg)
-    expected = set(model.state_dict())
-    missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
-    if missing or unexpected:
-        raise CheckpointError(f"{path}: weights do not match the config: missing {missing[:5]}, unexpected {unexpected[:5]}")
-    for name, param in model.state_dict().items():
-        if state[name].shape != param.shape:
-            raise CheckpointError(f"{path}: weight {name} has shape {tuple(state[name].shape)}, "
-                                  f"config implies {tuple(param.shape)}")
-    state = {k: v.to(device=device, dtype=dtype) for k, v in state.items()}
-    model.load_state_dict(state, assign=True)
+    model.load_state_dict(state, assign=True, strict=True)
     if cfg.tie_word_embeddings:
         model.lm_head.weight = model.embed_tokens.weight
-    model.rotary = model.rotary.__class__(cfg).to(device)  # buffers were created on the meta device
+    model.rotary = model.rotary.__class__(cfg).to(device)  # its buffers were created on the meta device
     return model.eval()
 
 

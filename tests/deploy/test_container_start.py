@@ -169,16 +169,20 @@ def test_sigterm_drains_the_request_in_flight(container):
     body = {"inputs": "What is Deep Learning?", "parameters": {"max_new_tokens": 400, "details": True}}
     headers = {"Authorization": f"Bearer {TOKEN}"}
     events, after_signal = [], 0
-    with httpx.stream("POST", f"{container.url}/generate_stream", json=body, headers=headers, timeout=60) as stream:
-        assert stream.status_code == 200
-        for line in stream.iter_lines():
-            if not line.startswith("data:"):
-                continue
-            events.append(json.loads(line.removeprefix("data:")))
-            if len(events) == 1:
-                container.process.send_signal(signal.SIGTERM)
-            else:
-                after_signal += 1
+    try:
+        with httpx.stream("POST", f"{container.url}/generate_stream", json=body, headers=headers, timeout=60) as stream:
+            assert stream.status_code == 200
+            for line in stream.iter_lines():
+                if not line.startswith("data:"):
+                    continue
+                events.append(json.loads(line.removeprefix("data:")))
+                if len(events) == 1:
+                    container.process.send_signal(signal.SIGTERM)
+                else:
+                    after_signal += 1
+    except httpx.TransportError as err:
+        pytest.fail(f"SIGTERM cut the stream after {len(events)} events instead of draining it: {err!r}\n"
+                    f"{container.log_tail()}")
     final = events[-1]
     assert final.get("generated_text") is not None, f"the stream was cut: {final}\n{container.log_tail()}"
     assert final["details"]["generated_tokens"] == len(events)
