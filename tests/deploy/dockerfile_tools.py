@@ -35,7 +35,7 @@ class Stage:
 
 
 def logical_lines(text: str) -> list[str]:
-    """Join backslash continuations; drop comments and parser directives (also inside a continuation, as Docker does)."""
+    """Join backslash continuations; drop comments and parser directives (also inside a continuation, like Docker)."""
     lines, current = [], ""
     for raw in text.splitlines():
         if raw.lstrip().startswith("#"):

@@ -22,6 +22,10 @@ GPU_HPA = {
     "metrics": {"podAnnotations": True, "serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}}},
     "server": {"maxBatchTotalTokens": 65536, "maxInputTokens": 1024, "maxTotalTokens": 2048, "prefixCaching": False},
     "nodeSelector": {"cloud.example.com/gpu": "h100"},
+    "ingress": {"enabled": True, "className": "nginx",
+                "annotations": {"nginx.ingress.kubernetes.io/proxy-buffering": "off"},
+                "hosts": [{"host": "math.example.com", "paths": [{"path": "/", "pathType": "Prefix"}]}],
+                "tls": [{"secretName": "math-tls", "hosts": ["math.example.com"]}]},
     "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
 }
 EXISTING = {"auth": {"existingSecret": "team-key", "existingSecretKey": "token"},
@@ -135,6 +139,9 @@ def test_service_pdb_and_monitor_select_the_pods(helm):
     assert monitor["metadata"]["labels"]["release"] == "prometheus"
     (endpoint,) = monitor["spec"]["endpoints"]
     assert endpoint["port"] == service["spec"]["ports"][0]["name"] and endpoint["path"] == "/metrics"
+    (ingress,) = kinds["Ingress"]
+    backend = ingress["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]
+    assert backend == {"name": service["metadata"]["name"], "port": {"name": "http"}}
 
 
 def test_gpu_hpa_render(helm):
@@ -161,6 +168,13 @@ def test_gpu_hpa_render(helm):
     assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (2, 8)
     assert hpa["spec"]["metrics"] == [{"type": "Pods", "pods": {
         "metric": {"name": "tgi_queue_size"}, "target": {"type": "AverageValue", "averageValue": "3"}}}]
+
+
+def test_recreate_strategy_drops_the_rolling_update_settings(helm):
+    (deployment,) = by_kind(helm.manifests({"strategy": {"type": "Recreate"}}))["Deployment"]
+    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    (deployment,) = by_kind(helm.manifests())["Deployment"]
+    assert deployment["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": 1, "maxUnavailable": 0}
 
 
 def test_default_hpa_scales_on_cpu(helm):
@@ -215,3 +229,26 @@ def test_schema_validation_catches_a_misspelled_field(helm):
     deployment["spec"]["template"]["spec"]["containers"][0]["livenessprobe"] = {"httpGet": {"path": "/health"}}
     with pytest.raises(kubernetes_validate.ValidationError):
         kubernetes_validate.validate(deployment, KUBE_VERSIONS[0], strict=True)
+
+
+def test_the_server_reads_every_setting_the_chart_passes(helm, tmp_path):
+    """The Deployment's env and args, fed to rho-serve's own parser: a misnamed variable would leave a default."""
+    from router.cli import parse_args
+
+    values = {**GPU_HPA, "server": {**GPU_HPA["server"], "port": 9090, "maxConcurrentRequests": 77,
+                                    "maxBatchPrefillTokens": 2048, "scoringRoute": "/v1/score",
+                                    "gracefulTerminationTimeout": 120, "corsAllowOrigin": "https://a.example",
+                                    "extraArgs": ["--max-best-of", "4"]}}
+    (container,) = server_pod(helm.manifests(values))["spec"]["containers"]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    key_file = tmp_path / "api-key"
+    key_file.write_text("k3y\n")
+    env["API_KEY_FILE"] = str(key_file)  # the Secret's mount path exists only in the pod
+    engine, router = parse_args(container["args"], env)
+    assert (router.hostname, router.port, router.api_key, router.json_output) == ("0.0.0.0", 9090, "k3y", True)
+    assert (router.max_concurrent_requests, router.scoring_route, router.max_best_of) == (77, "/v1/score", 4)
+    assert (router.max_input_tokens, router.max_total_tokens) == (1024, 2048)
+    assert (router.graceful_termination_timeout, router.cors_allow_origin) == (120, ("https://a.example",))
+    assert (engine.model_id, engine.dtype, engine.enable_prefix_caching) == ("/data/rho-math-1b", "bfloat16", False)
+    assert (engine.max_batch_total_tokens, engine.max_batch_prefill_tokens) == (65536, 2048)
+    assert container["ports"][0]["containerPort"] == router.port

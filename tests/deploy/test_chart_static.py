@@ -8,7 +8,9 @@ import pytest
 import yaml
 
 from tests.deploy.chart_tools import (
+    ACTION,
     CHART_DIR,
+    COMMENT,
     leaf_paths,
     load_schema,
     load_values,
@@ -99,3 +101,25 @@ def test_chart_metadata():
     chart = yaml.safe_load((CHART_DIR / "Chart.yaml").read_text())
     assert chart["apiVersion"] == "v2" and chart["name"] == "rho-serve" and chart["type"] == "application"
     assert (CHART_DIR / "templates" / "NOTES.txt").is_file()
+
+
+def block_balance(text: str) -> int:
+    """Opened minus closed template blocks; a `{{ end }}` short or extra breaks the chart."""
+    depth = 0
+    for action in ACTION.findall(COMMENT.sub("", text)):
+        word = action.strip().split(" ", 1)[0].strip("(")
+        if word in {"if", "with", "range", "define", "block"}:
+            depth += 1
+        elif word == "end":
+            depth -= 1
+            assert depth >= 0, "`end` without an open block"
+    return depth
+
+
+@pytest.mark.parametrize("template", template_files(), ids=lambda p: p.name)
+def test_template_blocks_are_balanced(template):
+    assert block_balance(template.read_text()) == 0
+
+
+def test_block_balance_sees_a_missing_end():
+    assert block_balance("{{- if .Values.a }}\nx: 1\n{{- with .Values.b }}\n{{- end }}\n") == 1

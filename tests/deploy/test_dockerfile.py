@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import fnmatch
+import importlib.util
 import re
 import shutil
 import subprocess
@@ -11,8 +12,18 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 
-from tests.deploy.dockerfile_tools import DOCKERFILE, REPO, command, container_env, env_pairs, inherited, lineage, load
-from tests.deploy.dockerfile_tools import parse, stage
+from tests.deploy.dockerfile_tools import (
+    DOCKERFILE,
+    REPO,
+    command,
+    container_env,
+    env_pairs,
+    inherited,
+    lineage,
+    load,
+    parse,
+    stage,
+)
 
 
 @pytest.fixture(scope="module")
@@ -45,6 +56,8 @@ def test_default_target_is_cpu_and_a_cuda_target_exists(stages):
     assert stage(stages).name == "cpu"
     cpu, cuda = stage(stages, "cpu"), stage(stages, "cuda")
     assert "--from=builder-cpu /opt/venv /opt/venv" in cpu.all("COPY")
+    for builder in ("builder-cpu", "builder-cuda"):
+        assert "--from=source /src /src" in stage(stages, builder).all("COPY")
     assert "--from=builder-cuda /opt/venv /opt/venv" in cuda.all("COPY")
     assert any("download.pytorch.org/whl/cpu" in arg for arg in stage(stages, "builder-cpu").all("ARG"))
     assert any("[gpu]" in run for run in stage(stages, "builder-cuda").all("RUN"))
@@ -72,17 +85,22 @@ def test_port_is_unprivileged_and_exposed(stages):
     assert env["HOSTNAME"] == "0.0.0.0"
 
 
-def copies(stages, target) -> list[tuple[list[str], str, str]]:
-    """(sources, destination, workdir) of the COPY instructions from the build context along the target's chain."""
-    found = []
-    for each in lineage(stages, stage(stages, target)):
-        workdir = "/"
-        for instruction in each.instructions:
-            if instruction.keyword == "WORKDIR":
-                workdir = instruction.args
-            elif instruction.keyword == "COPY" and not instruction.args.startswith("--from"):
-                *sources, destination = instruction.args.split()
-                found.append((sources, destination, workdir))
+def copies(stages, *names: str) -> list[tuple[list[str], str, str]]:
+    """(sources, destination, workdir) of the COPY instructions from the build context in the named stages and the
+    stages they are built FROM."""
+    found, seen = [], set()
+    for name in names:
+        for each in lineage(stages, stage(stages, name)):
+            if each.name in seen:
+                continue
+            seen.add(each.name)
+            workdir = "/"
+            for instruction in each.instructions:
+                if instruction.keyword == "WORKDIR":
+                    workdir = instruction.args
+                elif instruction.keyword == "COPY" and not instruction.args.startswith("--from"):
+                    *sources, destination = instruction.args.split()
+                    found.append((sources, destination, workdir))
     return found
 
 
@@ -122,8 +140,7 @@ def dockerignore_excludes(path: str) -> bool:
 
 @pytest.mark.parametrize("target", ["cpu", "cuda"])
 def test_every_copied_path_exists_in_the_build_context(stages, target):
-    builder = f"builder-{target}"
-    sources = [s for srcs, _, _ in copies(stages, target) + copies(stages, builder) for s in srcs]
+    sources = [s for srcs, _, _ in copies(stages, target, f"builder-{target}", "source") for s in srcs]
     missing = [s for s in sources if not (REPO / s).exists()]
     ignored = [s for s in sources if dockerignore_excludes(s)]
     assert (missing, ignored) == ([], [])
@@ -137,7 +154,7 @@ def test_build_context_leaves_out_local_state():
 
 def test_every_python_package_is_copied_into_the_builder(stages):
     include = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]["include"]
-    copied = {src for srcs, _, _ in copies(stages, "builder-cpu") for src in srcs}
+    copied = {src for srcs, _, _ in copies(stages, "source") for src in srcs}
     assert {pattern.rstrip("*") for pattern in include} <= copied
     assert "pyproject.toml" in copied and "README.md" in copied
 
@@ -148,3 +165,22 @@ def test_env_parsing_follows_docker():
     assert env_pairs('A=1 B="two words"') == [("A", "1"), ("B", "two words")]
     env = container_env(parsed, stage(parsed, "two"), {"PATH": "/bin"})
     assert (env["A"], env["B"], env["PATH"], env["C"]) == ("1", "two words", "/x:/bin", "1-y")
+
+
+def test_healthcheck_url_follows_the_bind_address():
+    spec = importlib.util.spec_from_file_location("healthcheck", REPO / "docker" / "healthcheck.py")
+    healthcheck = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(healthcheck)
+    assert healthcheck.health_url({"HOSTNAME": "0.0.0.0", "PORT": "8080"}) == "http://127.0.0.1:8080/health"
+    assert healthcheck.health_url({"HOSTNAME": "::", "PORT": "9000"}) == "http://[::1]:9000/health"
+    assert healthcheck.health_url({"HOSTNAME": "fd00::5"}) == "http://[fd00::5]:8080/health"
+    assert healthcheck.health_url({"HOSTNAME": "10.1.2.3", "PORT": "80"}) == "http://10.1.2.3:80/health"
+
+
+def test_the_server_reads_the_image_environment(stages):
+    from router.cli import parse_args
+
+    engine, router = parse_args([], container_env(stages, stage(stages), {}))
+    assert (router.hostname, router.port, router.graceful_termination_timeout) == ("0.0.0.0", 8080, 90)
+    assert engine.model_id == "/opt/rho-serve/models/rho-math-tiny"
+    assert router.api_key is None  # no key baked into the image
