@@ -41,12 +41,18 @@ class Engine:
         self.checkpoint, model = load_checkpoint(config.model_id, dtype, device)
         attention = config.attention or ("triton" if device.startswith("cuda") else "torch")
         num_blocks = self._num_blocks(model, device)
-        self.runner = ModelRunner(model, num_blocks, config.block_size, dtype, device, attention)
+        self.max_total_tokens = min(config.max_total_tokens or self.checkpoint.max_position_embeddings,
+                                    num_blocks * config.block_size)
+        try:
+            self.runner = ModelRunner(model, num_blocks, config.block_size, dtype, device, attention,
+                                      config.cuda_graphs, self.max_total_tokens)
+        except (ImportError, RuntimeError) as e:
+            if attention == "triton" and ("triton" in str(e).lower() or isinstance(e, ImportError)):
+                raise ConfigError(f"--attention triton is unavailable here: {e}") from None
+            raise
         self.block_manager = BlockManager(num_blocks, config.block_size, config.enable_prefix_caching)
         self.scheduler = Scheduler(self.block_manager, config.max_batch_prefill_tokens, config.max_num_seqs)
         self.sampler = Sampler(device, config.watermark_gamma, config.watermark_delta)
-        self.max_total_tokens = min(config.max_total_tokens or self.checkpoint.max_position_embeddings,
-                                    num_blocks * config.block_size)
         self.sequences: dict[str, Sequence] = {}
         self._inbox: queue.SimpleQueue = queue.SimpleQueue()
         self._arrivals = itertools.count()

@@ -30,7 +30,7 @@ class StepInputs:
 
 class ModelRunner:
     def __init__(self, model: LlamaForCausalLM, num_blocks: int, block_size: int, dtype: str, device: str,
-                 attention: str = "torch"):
+                 attention: str = "torch", cuda_graphs: tuple[int, ...] = (), max_seq_len: int = 0):
         self.model = model
         self.block_size = block_size
         self.device = device
@@ -38,13 +38,21 @@ class ModelRunner:
         shape = (num_blocks, block_size, cfg.num_kv_heads, cfg.head_dim)
         self.kv_caches = [(torch.zeros(shape, dtype=DTYPES[dtype], device=device),
                            torch.zeros(shape, dtype=DTYPES[dtype], device=device)) for _ in range(cfg.num_layers)]
-        self.attn_fn, self.write_fn = self._attention_impl(attention)
+        self.attn_fn, self.write_fn = self._attention_impl(attention, device)
+        self.graphs = None
+        # Only the Triton path can be captured (the torch path reads device values on the host).
+        if attention == "triton" and device.startswith("cuda") and any(cuda_graphs):
+            from server.cuda_graphs import DecodeGraphs
+
+            self.graphs = DecodeGraphs(model, self.kv_caches, self.attn_fn, self.write_fn,
+                                       [b for b in cuda_graphs if b > 0], max_seq_len, block_size, device).capture()
 
     @staticmethod
-    def _attention_impl(name: str):
+    def _attention_impl(name: str, device: str):
         if name == "triton":
-            from server.triton_attention import paged_attention_triton, write_kv_triton
+            from server.triton_attention import check_device, paged_attention_triton, write_kv_triton
 
+            check_device(device)
             return paged_attention_triton, write_kv_triton
         return paged_attention, write_kv
 
@@ -85,6 +93,8 @@ class ModelRunner:
     @torch.inference_mode()
     def forward(self, inputs: StepInputs) -> torch.Tensor:
         """Final hidden states (num_tokens, hidden)."""
+        if self.graphs is not None and self.graphs.can_run(inputs.meta):
+            return self.graphs.run(inputs.input_ids, inputs.positions, inputs.meta)
         return self.model(inputs.input_ids, inputs.positions, self.kv_caches, inputs.meta, self.attn_fn, self.write_fn)
 
     @torch.inference_mode()

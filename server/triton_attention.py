@@ -53,7 +53,17 @@ def check_device(device: torch.device | str) -> None:
     """Raise a clear error when triton kernels cannot run on `device` (call once at start-up)."""
     if torch.device(device).type != "cuda" and not interpreting():
         raise TritonUnavailableError(
-            f"attention=triton runs on CUDA; on {device} set TRITON_INTERPRET=1 (slow, for tests) or use attention=torch")
+            f"attention=triton runs on CUDA; on {device} set TRITON_INTERPRET=1 (slow, for tests) "
+            "or use attention=torch")
+
+
+@triton.jit
+def _dot(a, b, PRECISION: tl.constexpr, UPCAST: tl.constexpr):
+    if UPCAST:  # the interpreter multiplies 16-bit floats wrongly (numpy has no bfloat16): exact float32 instead
+        r = tl.dot(a.to(tl.float32), b.to(tl.float32), input_precision="ieee")
+    else:
+        r = tl.dot(a, b, input_precision=PRECISION)
+    return r
 
 
 # ----------------------------------------------------------------------------------------------------- write_kv
@@ -99,7 +109,7 @@ def _decode_kernel(out, tmp_out, tmp_m, tmp_l, q, k_cache, v_cache, block_tables
                    NUM_HEADS: tl.constexpr, GROUP: tl.constexpr, GROUP_PAD: tl.constexpr, HEAD_DIM: tl.constexpr,
                    DIM_PAD: tl.constexpr, BLOCK_SIZE: tl.constexpr, BLOCK_N: tl.constexpr,
                    PARTITION: tl.constexpr, NUM_PARTITIONS: tl.constexpr, HAS_WINDOW: tl.constexpr,
-                   PRECISION: tl.constexpr):
+                   PRECISION: tl.constexpr, UPCAST: tl.constexpr):
     seq = tl.program_id(0)
     kv_head = tl.program_id(1)
     part = tl.program_id(2)
@@ -134,13 +144,13 @@ def _decode_kernel(out, tmp_out, tmp_m, tmp_l, q, k_cache, v_cache, block_tables
         kv_mask = mask_n[:, None] & mask_d[None, :]
         k = tl.load(k_cache + kv_off[:, None] + d[None, :], mask=kv_mask, other=0.0)  # (BLOCK_N, DIM_PAD)
         v = tl.load(v_cache + kv_off[:, None] + d[None, :], mask=kv_mask, other=0.0)
-        s = tl.dot(qg, tl.trans(k.to(qg.dtype)), input_precision=PRECISION) * scale_log2  # (GROUP_PAD, BLOCK_N)
+        s = _dot(qg, tl.trans(k.to(qg.dtype)), PRECISION, UPCAST) * scale_log2  # (GROUP_PAD, BLOCK_N)
         s = tl.where(mask_n[None, :], s, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(s, 1))  # finite: every tile holds at least one key of [start, end)
         p = tl.exp2(s - m_new[:, None])
         alpha = tl.exp2(m_i - m_new)
         l_i = l_i * alpha + tl.sum(p, 1)
-        acc = acc * alpha[:, None] + tl.dot(p.to(qg.dtype), v.to(qg.dtype), input_precision=PRECISION)
+        acc = acc * alpha[:, None] + _dot(p.to(qg.dtype), v.to(qg.dtype), PRECISION, UPCAST)
         m_i = m_new
 
     out_mask = mask_g[:, None] & mask_d[None, :]
@@ -186,7 +196,7 @@ def _prefill_kernel(out, q, k_cache, v_cache, block_tables, seq_lens, query_star
                     stride_qt, stride_qh, stride_ot, stride_oh, stride_bt, stride_cb, stride_cs, stride_ch,
                     GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, DIM_PAD: tl.constexpr, BLOCK_SIZE: tl.constexpr,
                     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HAS_WINDOW: tl.constexpr,
-                    PRECISION: tl.constexpr):
+                    PRECISION: tl.constexpr, UPCAST: tl.constexpr):
     seq = tl.program_id(0)
     tile = tl.program_id(1)
     head = tl.program_id(2)
@@ -220,7 +230,7 @@ def _prefill_kernel(out, q, k_cache, v_cache, block_tables, seq_lens, query_star
         kv_mask = mask_n[:, None] & mask_d[None, :]
         k = tl.load(k_cache + kv_off[:, None] + d[None, :], mask=kv_mask, other=0.0)  # (BLOCK_N, DIM_PAD)
         v = tl.load(v_cache + kv_off[:, None] + d[None, :], mask=kv_mask, other=0.0)
-        s = tl.dot(qt, tl.trans(k.to(qt.dtype)), input_precision=PRECISION) * scale_log2  # (BLOCK_M, BLOCK_N)
+        s = _dot(qt, tl.trans(k.to(qt.dtype)), PRECISION, UPCAST) * scale_log2  # (BLOCK_M, BLOCK_N)
         visible = mask_n[None, :] & (n[None, :] <= pos[:, None])
         if HAS_WINDOW:
             visible &= n[None, :] > pos[:, None] - window
@@ -229,7 +239,7 @@ def _prefill_kernel(out, q, k_cache, v_cache, block_tables, seq_lens, query_star
         p = tl.exp2(s - m_new[:, None])
         alpha = tl.exp2(m_i - m_new)
         l_i = l_i * alpha + tl.sum(p, 1)
-        acc = acc * alpha[:, None] + tl.dot(p.to(qt.dtype), v.to(qt.dtype), input_precision=PRECISION)
+        acc = acc * alpha[:, None] + _dot(p.to(qt.dtype), v.to(qt.dtype), PRECISION, UPCAST)
         m_i = m_new
 
     l_i = tl.where(l_i > 0, l_i, 1.0)  # only rows past the chunk (masked out below) can have no key
@@ -283,7 +293,7 @@ def _decode(out, query, k_cache, v_cache, meta: AttentionMetadata, scale: float,
         meta.block_tables.stride(0), k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
         NUM_HEADS=num_heads, GROUP=group, GROUP_PAD=max(MIN_DOT, triton.next_power_of_2(group)), HEAD_DIM=head_dim,
         DIM_PAD=dim_pad, BLOCK_SIZE=block_size, BLOCK_N=DECODE_BLOCK_N, PARTITION=PARTITION_SIZE,
-        NUM_PARTITIONS=num_parts, HAS_WINDOW=window is not None, PRECISION=_precision(query))
+        NUM_PARTITIONS=num_parts, HAS_WINDOW=window is not None, PRECISION=_precision(query), UPCAST=_upcast(query))
     if num_parts > 1:
         _merge_kernel[(num_seqs, num_heads)](
             out, tmp_out, tmp_m, tmp_l, meta.seq_lens, meta.query_start_loc, window or 0, out.stride(0),
@@ -302,12 +312,16 @@ def _prefill(out, query, k_cache, v_cache, meta: AttentionMetadata, scale: float
         k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
         GROUP=num_heads // num_kv_heads, HEAD_DIM=head_dim, DIM_PAD=max(MIN_DOT, triton.next_power_of_2(head_dim)),
         BLOCK_SIZE=block_size, BLOCK_M=PREFILL_BLOCK_M, BLOCK_N=PREFILL_BLOCK_N, HAS_WINDOW=window is not None,
-        PRECISION=_precision(query))
+        PRECISION=_precision(query), UPCAST=_upcast(query))
 
 
 def _precision(query: torch.Tensor) -> str:
     # float32 inputs: exact IEEE products (TF32 would cost ~1e-3 relative error); 16-bit inputs ignore this.
     return "ieee" if query.dtype == torch.float32 else "tf32"
+
+
+def _upcast(query: torch.Tensor) -> bool:
+    return interpreting() and query.dtype != torch.float32
 
 
 def _check_cache(k_cache: torch.Tensor, v_cache: torch.Tensor) -> None:

@@ -146,3 +146,18 @@ def test_oversized_request_is_refused_with_a_clear_error(tiny_llama_dir):
     small = Engine(EngineConfig(model_id=str(tiny_llama_dir), max_batch_total_tokens=64, max_total_tokens=4096))
     out = small.generate([EngineRequest("big", tuple(range(3, 100)), SamplingParams(max_new_tokens=5))])
     assert "KV cache" in out["big"][-1].error and not small.sequences
+
+
+@pytest.mark.parametrize("fixture", ["tiny_llama_dir", "tiny_mistral_dir"])
+def test_triton_attention_serves_what_transformers_computes(request, fixture):
+    """--attention triton (under TRITON_INTERPRET=1 on CPU): prefill logits and batched greedy decoding."""
+    path = request.getfixturevalue(fixture)
+    engine = Engine(EngineConfig(model_id=str(path), attention="triton", max_batch_prefill_tokens=64))
+    hf = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+    prompts = make_prompts(engine.checkpoint.tokenizer, [5, 40, 70], seed=11)
+    with torch.inference_mode():
+        ref = hf(torch.tensor([prompts[1]])).logits[0].float()
+    assert torch.allclose(engine.prompt_logits(prompts[1]), ref, atol=1e-4, rtol=0)
+    out = engine.generate(greedy_requests(prompts, [6, 9, 12]))  # chunked prefill (budget 64) mixed with decodes
+    for i, prompt in enumerate(prompts):
+        assert_greedy_parity(hf, prompt, tokens_of(out[f"r{i}"]))
