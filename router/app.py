@@ -1,0 +1,254 @@
+"""create_app(client, config): the TGI routes on one FastAPI app (OpenAI routes are registered by router.openai).
+
+Every route body is parsed by router.http (TGI error bodies), generation goes through state.validator and
+state.infer, and responses are shaped by router.streaming.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
+from starlette.responses import JSONResponse, Response
+
+from router import schemas
+from router.config import RouterConfig
+from router.errors import RouterError, ValidationError
+from router.http import PayloadLimit, install_error_handlers, parse_body, read_json, to_model
+from router.state import RouterState, build_state
+from router.streaming import generate_response, sse_response, tgi_events
+from router.validation import check_stream
+
+_ERRORS = {422: {"model": schemas.ErrorResponse}, 424: {"model": schemas.ErrorResponse},
+           429: {"model": schemas.ErrorResponse}}
+
+
+def _ms(seconds: float) -> str:
+    return str(int(seconds * 1000))
+
+
+async def run_generate(state: RouterState, req: schemas.GenerateRequest, *, as_list: bool = False) -> Response:
+    """Non-streaming generation with TGI's timing headers."""
+    start = time.perf_counter()
+    state.metrics.request_count.inc()
+    async with state.infer.slot():
+        valid = await state.validator.validate(req.inputs, req.parameters)
+        validated = time.perf_counter()
+        gen = await state.infer.generate(valid)
+    total = time.perf_counter() - start
+    state.metrics.observe_request(gen, len(valid.prompt_token_ids), valid.max_new_tokens, validated - start, total)
+    body = generate_response(gen, valid)
+    per_token = gen.inference_s / max(gen.num_generated_tokens, 1)
+    headers = {"x-compute-type": state.config.compute_type, "x-compute-time": f"{total:.6f}",
+               "x-compute-characters": str(len(req.inputs)), "x-total-time": _ms(total),
+               "x-validation-time": _ms(validated - start), "x-queue-time": _ms(gen.queue_s),
+               "x-inference-time": _ms(gen.inference_s), "x-time-per-token": _ms(per_token),
+               "x-prompt-tokens": str(gen.num_prompt_tokens), "x-generated-tokens": str(gen.num_generated_tokens)}
+    return JSONResponse([body] if as_list else body, headers=headers)
+
+
+def run_stream(state: RouterState, req: schemas.GenerateRequest) -> Response:
+    """SSE generation: always HTTP 200; every error (429 included) is one in-band event (TGI)."""
+    state.metrics.request_count.inc()
+
+    async def events():
+        failures: list[RouterError] = []
+
+        def fail(e: RouterError) -> None:
+            failures.append(e)
+            state.metrics.observe_failure(e.error_type)
+        try:
+            check_stream(req.parameters)
+            async with state.infer.slot():
+                valid = await state.validator.validate(req.inputs, req.parameters, stream=True)
+                async for event in tgi_events(state.infer.stream(valid), valid, fail):
+                    yield event
+        except RouterError as e:
+            fail(e)
+            yield {"data": json.dumps(e.body())}
+        if not failures:
+            state.metrics.request_success.inc()
+
+    headers = {"x-compute-type": state.config.compute_type, "x-compute-characters": str(len(req.inputs))}
+    return sse_response(events(), state.config.keep_alive_s, headers, state.config.graceful_termination_timeout)
+
+
+def _count_failure(state: RouterState):
+    return lambda e: state.metrics.observe_failure(e.error_type)
+
+
+async def dispatch(state: RouterState, request: Request) -> Response:
+    """SageMaker-style dispatch (/invocations, the scoring route).
+
+    `inputs` -> TGI compat route; `messages` -> OpenAI chat; `prompt` -> OpenAI completions.
+    """
+    body = await read_json(request)
+    if isinstance(body, dict) and "inputs" not in body and ("messages" in body or "prompt" in body):
+        return await _openai_dispatch(state, body, request)
+    req = to_model(body, schemas.CompatGenerateRequest)
+    return await compat(state, req)
+
+
+async def _openai_dispatch(state: RouterState, body: dict, request: Request) -> Response:
+    name = "chat_endpoint" if "messages" in body else "completions_endpoint"
+    try:
+        import router.openai as openai_routes
+        endpoint = getattr(openai_routes, name)
+    except (ImportError, AttributeError):
+        field = "messages" if "messages" in body else "prompt"
+        raise RouterError(f"this server has no OpenAI routes yet, so a body with `{field}` "
+                          "cannot be served; send TGI's {\"inputs\": ..., \"parameters\": {...}}", 422,
+                          "validation") from None
+    return await endpoint(state, body, request)
+
+
+async def compat(state: RouterState, req: schemas.CompatGenerateRequest) -> Response:
+    if req.parameters.return_full_text is None:  # TGI: local models have no pipeline tag -> full text
+        req.parameters.return_full_text = True
+    if req.stream:
+        return run_stream(state, req)
+    return await run_generate(state, req, as_list=True)
+
+
+def _tokenize(state: RouterState, text: str) -> list[dict]:
+    enc = state.tokenizer(text, add_special_tokens=True, return_offsets_mapping=True)
+    out = []
+    for token_id, (start, stop) in zip(enc["input_ids"], enc["offset_mapping"]):
+        out.append({"id": token_id, "text": text[start:stop],
+                    "start": len(text[:start].encode()), "stop": len(text[:stop].encode())})  # byte offsets (TGI)
+    return out
+
+
+def _watermark(state: RouterState, text: str) -> dict:
+    from server.watermark import detect  # the engine's detector: same green lists as generation
+
+    ids = state.tokenizer(text, add_special_tokens=False)["input_ids"]
+    result = detect(ids, state.vocab_size, state.config.watermark_gamma)
+    return {"z_score": result.z_score, "p_value": result.p_value, "green_fraction": result.green_fraction,
+            "num_tokens_scored": result.num_tokens_scored, "gamma": state.config.watermark_gamma,
+            "delta": state.config.watermark_delta, "watermarked": result.z_score > 4.0}
+
+
+def _register_open(app: FastAPI, state: RouterState) -> None:
+    async def health() -> Response:
+        if state.is_healthy():
+            return Response(status_code=200)
+        return JSONResponse({"error": "unhealthy", "error_type": "healthcheck"}, status_code=503)
+
+    for path in ("/health", "/ping", "/"):
+        app.add_api_route(path, health, methods=["GET"], tags=["TGI"], summary="Health check (503 when wedged)",
+                          responses={503: {"model": schemas.ErrorResponse}})
+
+    @app.get("/info", response_model=schemas.Info, tags=["TGI"], summary="Model and server limits")
+    async def info() -> dict:
+        return state.info()
+
+    @app.get("/v1/models", tags=["TGI"], summary="The served model")
+    async def models() -> dict:
+        return {"object": "list", "data": [{"id": state.model_id, "object": "model", "created": 0,
+                                            "owned_by": state.model_id}]}
+
+    @app.get("/metrics", tags=["TGI"], summary="Prometheus metrics")
+    async def metrics() -> Response:
+        state.metrics.refresh(state.client.stats(), state.infer.num_in_flight)
+        return Response(state.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+
+def _register_protected(app: FastAPI, state: RouterState) -> None:
+    auth = [Depends(state.require_auth)]
+    body = lambda model: {"requestBody": {"required": True, "content": {"application/json": {  # noqa: E731
+        "schema": {"$ref": f"#/components/schemas/{model.__name__}"}}}}}
+
+    @app.post("/generate", dependencies=auth, tags=["TGI"], openapi_extra=body(schemas.GenerateRequest),
+              responses={200: {"model": schemas.GenerateResponse}, **_ERRORS}, summary="Generate tokens")
+    async def generate(request: Request) -> Response:
+        return await run_generate(state, await parse_body(request, schemas.GenerateRequest))
+
+    @app.post("/generate_stream", dependencies=auth, tags=["TGI"], openapi_extra=body(schemas.GenerateRequest),
+              responses={200: {"content": {"text/event-stream": {"schema": {
+                  "$ref": "#/components/schemas/StreamResponse"}}}}}, summary="Generate tokens as SSE")
+    async def generate_stream(request: Request) -> Response:
+        return run_stream(state, await parse_body(request, schemas.GenerateRequest))
+
+    @app.post("/", dependencies=auth, tags=["TGI"], openapi_extra=body(schemas.CompatGenerateRequest),
+              responses={200: {"model": list[schemas.GenerateResponse]}, **_ERRORS}, summary="Compat generate")
+    async def compat_route(request: Request) -> Response:
+        return await compat(state, await parse_body(request, schemas.CompatGenerateRequest))
+
+    for path in dict.fromkeys(("/invocations", state.config.scoring_route)):
+        app.add_api_route(path, _dispatcher(state), methods=["POST"], dependencies=auth, tags=["TGI"],
+                          openapi_extra=body(schemas.CompatGenerateRequest), responses=_ERRORS,
+                          summary="SageMaker/AzureML scoring: inputs, messages or prompt")
+
+    @app.post("/tokenize", dependencies=auth, tags=["TGI"], openapi_extra=body(schemas.GenerateRequest),
+              responses={200: {"model": list[schemas.SimpleToken]}}, summary="Tokenize inputs")
+    async def tokenize(request: Request) -> Response:
+        req = await parse_body(request, schemas.GenerateRequest)
+        try:
+            return JSONResponse(_tokenize(state, req.inputs))
+        except Exception as e:  # noqa: BLE001 - tokenizer failures are the client's input
+            raise ValidationError(f"tokenizer error {e}") from None
+
+    @app.post("/watermark/detect", dependencies=auth, tags=["rho-serve"],
+              openapi_extra=body(schemas.WatermarkDetectRequest),
+              responses={200: {"model": schemas.WatermarkDetectResponse}}, summary="Detect this server's watermark")
+    async def watermark_detect(request: Request) -> Response:
+        req = await parse_body(request, schemas.WatermarkDetectRequest)
+        return JSONResponse(_watermark(state, req.text))
+
+
+def _dispatcher(state: RouterState):
+    async def scoring(request: Request) -> Response:
+        return await dispatch(state, request)
+    return scoring
+
+
+def _install_openapi(app: FastAPI) -> None:
+    """Put the request-body models into components (routes parse bodies themselves)."""
+    base = app.openapi
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            doc = base()
+            components = doc.setdefault("components", {}).setdefault("schemas", {})
+            for model in (schemas.GenerateRequest, schemas.CompatGenerateRequest, schemas.WatermarkDetectRequest,
+                          schemas.StreamResponse):
+                js = model.model_json_schema(ref_template="#/components/schemas/{model}")
+                components.update(js.pop("$defs", {}))
+                components[model.__name__] = js
+        return app.openapi_schema or doc
+    app.openapi = openapi
+
+
+def create_app(client, config: RouterConfig) -> FastAPI:
+    state = build_state(client, config)
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI):
+        await client.start()  # binds the engine client to this server's event loop
+        yield
+
+    app = FastAPI(title="rho-serve", lifespan=lifespan, version="0.1.0", docs_url="/docs",
+                  openapi_url="/api-doc/openapi.json",
+                  description="TGI-compatible text generation server")
+    app.state.router = state
+    install_error_handlers(app, _count_failure(state))
+    app.add_middleware(CORSMiddleware, allow_origins=list(config.cors_allow_origin) or ["*"],
+                       allow_methods=["GET", "POST"], allow_headers=["content-type", "authorization"])
+    app.add_middleware(PayloadLimit, limit=config.payload_limit)
+    _register_open(app, state)
+    _register_protected(app, state)
+    _register_openai(app, state)
+    _install_openapi(app)
+    return app
+
+
+def _register_openai(app: FastAPI, state: RouterState) -> None:
+    try:
+        import router.openai as openai_routes
+    except ImportError as e:
+        if e.name != "router.openai":
+            raise  # the module exists but is broken: fail loudly at start-up
+        return
+    openai_routes.register(app, state)

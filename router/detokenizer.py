@@ -1,0 +1,106 @@
+"""Incremental detokenization (prefix/read offsets) and stop-string matching over the decoded text.
+
+Decoding token by token mangles spaces and multi-byte characters, so each step decodes a short window and emits
+what it adds; text ending in an incomplete UTF-8 character ("\ufffd") is held back until the next token completes it.
+Stop strings are searched in the accumulated text, so a stop that starts or ends inside a token still matches.
+"""
+from __future__ import annotations
+
+PROMPT_CONTEXT = 5  # prompt tokens kept in the window so the first generated token decodes with its leading space
+REPLACEMENT = "\ufffd"
+
+
+class IncrementalDetokenizer:
+    def __init__(self, tokenizer, prompt_ids: tuple[int, ...] | list[int] = ()):
+        self.tokenizer = tokenizer
+        self.ids: list[int] = list(prompt_ids[-PROMPT_CONTEXT:])
+        self.prefix_offset = 0
+        self.read_offset = len(self.ids)
+
+    def add(self, token_id: int, special: bool = False) -> str:
+        """Append one generated token; return the text it completes ("" while a character is incomplete)."""
+        if special:  # EOS and friends: never part of the text (their literal text goes to token.text only)
+            return ""
+        self.ids.append(token_id)
+        return self._delta(final=False)
+
+    def flush(self) -> str:
+        """Text still held back at the end of generation (an incomplete character decodes as U+FFFD)."""
+        return self._delta(final=True)
+
+    def _delta(self, final: bool) -> str:
+        prefix = self._decode(self.ids[self.prefix_offset:self.read_offset])
+        full = self._decode(self.ids[self.prefix_offset:])
+        if len(full) <= len(prefix) or (full.endswith(REPLACEMENT) and not final):
+            return ""
+        self.prefix_offset, self.read_offset = self.read_offset, len(self.ids)
+        return full[len(prefix):]
+
+    def _decode(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+
+
+class StopMatcher:
+    """Finds the first stop string in the growing text.
+
+    keep mode (TGI): the stop text stays in the output, anything after it is dropped.
+    cut mode (OpenAI): the stop text is removed, and a tail that could still become a stop is held back.
+    """
+
+    def __init__(self, stops: tuple[str, ...] | list[str], cut: bool = False):
+        self.stops = tuple(s for s in stops if s)
+        self.cut = cut
+        self.text = ""
+        self.emitted = 0  # characters of self.text already handed out
+        self.matched: str | None = None
+        self.match_start = -1
+
+    def feed(self, delta: str) -> tuple[str, str | None]:
+        """Add decoded text; return (text to show now, the stop string if one matched)."""
+        search_from = max(0, len(self.text) - max((len(s) for s in self.stops), default=0) + 1)
+        self.text += delta
+        hit = self._find(search_from)
+        if hit is not None:
+            self.match_start, self.matched = hit
+            end = self.match_start if self.cut else self.match_start + len(self.matched)
+            return self._emit_to(end), self.matched
+        return self._emit_to(len(self.text) - (self._held_back() if self.cut else 0)), None
+
+    def flush(self) -> str:
+        """At the end without a match: release what cut mode held back."""
+        return self._emit_to(len(self.text)) if self.matched is None else ""
+
+    @property
+    def output(self) -> str:
+        """The final text: up to and including the stop (keep) or before it (cut)."""
+        if self.matched is None:
+            return self.text
+        return self.text[: self.match_start + (0 if self.cut else len(self.matched))]
+
+    @property
+    def text_before_stop(self) -> str:
+        return self.text if self.matched is None else self.text[: self.match_start]
+
+    def _find(self, start: int) -> tuple[int, str] | None:
+        best: tuple[int, str] | None = None
+        for stop in self.stops:
+            i = self.text.find(stop, start)
+            if i >= 0 and (best is None or i < best[0]):
+                best = (i, stop)
+        return best
+
+    def _held_back(self) -> int:
+        # Longest suffix of the text that is a proper prefix of some stop string.
+        longest = 0
+        for stop in self.stops:
+            for n in range(min(len(stop) - 1, len(self.text)), longest, -1):
+                if self.text.endswith(stop[:n]):
+                    longest = n
+                    break
+        return longest
+
+    def _emit_to(self, end: int) -> str:
+        end = max(end, self.emitted)
+        out = self.text[self.emitted:end]
+        self.emitted = end
+        return out

@@ -1,0 +1,190 @@
+"""Running validated requests on the engine: the concurrency limit (429), token events -> text with stop strings,
+best_of fan-out, and abort on early exit (a client disconnect closes the stream, which aborts the sequence).
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import secrets
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from router.detokenizer import IncrementalDetokenizer, StopMatcher
+from router.errors import GenerationError, OverloadedError
+from router.validation import ValidRequest
+from server.protocol import EngineRequest, FinishReason, TokenEvent
+
+
+@dataclass(frozen=True)
+class TokenInfo:
+    id: int
+    text: str
+    logprob: float | None
+    special: bool = False
+
+
+@dataclass(frozen=True)
+class StreamItem:
+    index: int  # 1-based
+    token: TokenInfo  # token.text: this token's text delta (the literal text for special tokens)
+    text: str  # visible delta (differs from token.text only around stop strings)
+    top_tokens: tuple[TokenInfo, ...] = ()
+    finish_reason: FinishReason | None = None  # last item only
+    generated_text: str | None = None  # last item only
+    text_before_stop: str | None = None  # last item only
+    stop_sequence: str | None = None
+    num_prompt_tokens: int = 0
+    num_cached_prompt_tokens: int = 0
+    num_generated_tokens: int = 0
+    seed: int | None = None
+    prefill: tuple[TokenInfo, ...] = ()  # first item only, when prompt logprobs were asked for
+    time_to_first_token_s: float = 0.0
+
+
+@dataclass
+class Generation:
+    generated_text: str
+    text_before_stop: str
+    stop_sequence: str | None
+    finish_reason: FinishReason
+    tokens: list[TokenInfo]
+    top_tokens: list[list[TokenInfo]]
+    prefill: list[TokenInfo]
+    num_prompt_tokens: int
+    num_generated_tokens: int
+    seed: int | None
+    queue_s: float = 0.0  # submit -> first token (the engine does not report when prefill started)
+    inference_s: float = 0.0  # first token -> last token
+    best_of_sequences: list["Generation"] = field(default_factory=list)
+
+    @property
+    def mean_logprob(self) -> float:
+        values = [t.logprob for t in self.tokens if t.logprob is not None]
+        return sum(values) / len(values) if values else float("-inf")
+
+
+class TokenTexts:
+    """Per-id text (skip_special_tokens=False, like TGI's top tokens and prefill), cached."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+        self.special_ids = frozenset(tokenizer.all_special_ids)
+        self._cache: dict[int, str] = {}
+
+    def text(self, token_id: int) -> str:
+        text = self._cache.get(token_id)
+        if text is None:
+            text = self.tokenizer.decode([token_id], skip_special_tokens=False, clean_up_tokenization_spaces=False)
+            self._cache[token_id] = text
+        return text
+
+    def info(self, token_id: int, logprob: float | None) -> TokenInfo:
+        return TokenInfo(token_id, self.text(token_id), logprob, token_id in self.special_ids)
+
+
+class Infer:
+    def __init__(self, client, tokenizer, max_concurrent_requests: int, metrics=None):
+        self.client = client
+        self.tokenizer = tokenizer
+        self.texts = TokenTexts(tokenizer)
+        self.max_concurrent_requests = max_concurrent_requests
+        self.metrics = metrics
+        self.num_in_flight = 0
+
+    @contextlib.asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        """A concurrency permit, or OverloadedError at once (TGI's non-blocking try_acquire)."""
+        if self.num_in_flight >= self.max_concurrent_requests:
+            raise OverloadedError()
+        self.num_in_flight += 1
+        try:
+            yield
+        finally:
+            self.num_in_flight -= 1
+
+    async def stream(self, valid: ValidRequest, cut_stop: bool = False) -> AsyncIterator[StreamItem]:
+        """Token items of one sequence; the last has finish_reason and generated_text. Raises GenerationError."""
+        request = EngineRequest(uuid.uuid4().hex, valid.prompt_token_ids, valid.params)
+        decoder = _Decoder(self, valid, cut_stop)
+        async with contextlib.aclosing(self.client.generate(request)) as events:
+            async for event in events:
+                item = decoder.step(event)
+                yield item
+                if item.finish_reason is not None:
+                    return  # leaving closes `events`, which aborts the sequence if the engine is not done
+        raise GenerationError("the engine ended the sequence without a finish reason")
+
+    async def generate(self, valid: ValidRequest, cut_stop: bool = False) -> Generation:
+        if valid.best_of <= 1:
+            return await self.collect(valid, cut_stop)
+        runs = [dataclasses.replace(valid, seed=s, params=dataclasses.replace(valid.params, seed=s))
+                for s in (secrets.randbits(63) for _ in range(valid.best_of))]
+        results = await asyncio.gather(*(self.collect(r, cut_stop) for r in runs))
+        best = max(range(len(results)), key=lambda i: results[i].mean_logprob)
+        winner = results[best]
+        winner.best_of_sequences = [r for i, r in enumerate(results) if i != best]
+        return winner
+
+    async def collect(self, valid: ValidRequest, cut_stop: bool = False) -> Generation:
+        start = time.perf_counter()
+        tokens, tops, prefill, first_s = [], [], [], None
+        async for item in self.stream(valid, cut_stop):
+            first_s = first_s if first_s is not None else time.perf_counter() - start
+            tokens.append(item.token)
+            tops.append(list(item.top_tokens))
+            prefill = prefill or list(item.prefill)
+            last = item
+        return Generation(last.generated_text or "", last.text_before_stop or "", last.stop_sequence,
+                          last.finish_reason, tokens, tops, prefill, last.num_prompt_tokens, len(tokens),
+                          valid.seed, first_s or 0.0, time.perf_counter() - start - (first_s or 0.0))
+
+
+class _Decoder:
+    """Turns one sequence's TokenEvents into StreamItems: detokenize, match stops, count, time."""
+
+    def __init__(self, infer: Infer, valid: ValidRequest, cut_stop: bool):
+        self.texts = infer.texts
+        self.metrics = infer.metrics
+        self.valid = valid
+        self.detok = IncrementalDetokenizer(infer.tokenizer, valid.prompt_token_ids)
+        self.stops = StopMatcher(valid.stop, cut=cut_stop)
+        self.index = 0
+        self.num_prompt_tokens = len(valid.prompt_token_ids)
+        self.num_cached = 0
+        self.start = time.perf_counter()
+        self.ttft = 0.0
+
+    def step(self, event: TokenEvent) -> StreamItem:
+        if event.error is not None:
+            raise GenerationError(event.error)
+        self.index += 1
+        prefill = self._first(event) if self.index == 1 else ()
+        delta = self.detok.add(event.token_id, event.is_special)
+        if event.finish_reason is not None:
+            delta += self.detok.flush()
+        visible, stop = self.stops.feed(delta)
+        finish = event.finish_reason or (FinishReason.STOP_SEQUENCE if stop else None)
+        if finish is not None and stop is None:
+            visible += self.stops.flush()
+        token_text = self.texts.text(event.token_id) if event.is_special else delta
+        token = TokenInfo(event.token_id, token_text, event.logprob, event.is_special)
+        tops = tuple(self.texts.info(t.token_id, t.logprob) for t in event.top_tokens)
+        done = finish is not None
+        if done and self.metrics is not None:
+            self.metrics.observe_sequence(self.ttft, self.index)
+        return StreamItem(
+            self.index, token, visible, tops, finish,
+            self.stops.output if done else None, self.stops.text_before_stop if done else None,
+            stop if done else None, self.num_prompt_tokens, self.num_cached, self.index, self.valid.seed,
+            prefill, self.ttft)
+
+    def _first(self, event: TokenEvent) -> tuple[TokenInfo, ...]:
+        self.ttft = time.perf_counter() - self.start
+        self.num_prompt_tokens = event.num_prompt_tokens or self.num_prompt_tokens
+        self.num_cached = event.num_cached_prompt_tokens
+        if event.prompt_logprobs is None:
+            return ()
+        return tuple(self.texts.info(t, lp) for t, lp in zip(self.valid.prompt_token_ids, event.prompt_logprobs))

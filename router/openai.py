@@ -1,0 +1,432 @@
+"""OpenAI-compatible routes: POST /v1/chat/completions and POST /v1/completions.
+
+Each request becomes one or more runs of the TGI machinery (router.validation, router.infer): a chat request is
+templated (router.chat_template), its tools or response_format become a grammar (router.tools), and each of the `n`
+choices is one engine sequence. Decisions (DESIGN.md "Compatibility decisions"; OpenAI wins where TGI breaks clients):
+- Sampling: temperature 0 is greedy (top_p ignored then); otherwise OpenAI's default temperature 1 samples.
+  n choices run concurrently as independent sequences; with a seed, choice i uses seed + i, so a seeded request is
+  reproducible choice by choice. top_logprobs may be up to 20 (TGI's /generate cap of 5 does not apply here).
+- Stop strings are cut from the text (OpenAI) and match inside tokens. finish_reason: `stop` (EOS or a stop string),
+  `length`, `tool_calls` (a completed tool call).
+- usage: prompt_tokens = tokens of the templated prompt (once per distinct prompt, not per choice);
+  completion_tokens = every token the engine generated for every choice, the EOS token included (it was generated;
+  vLLM and TGI count it too). Chat logprobs list exactly these tokens, so len(logprobs.content) per choice equals
+  that choice's share of completion_tokens. Token strings in logprobs are each token's own text (leading space kept).
+- Errors: `{"error": {"message", "type", "param", "code"}, "error_type"}` (the openai SDK reads the first,
+  huggingface_hub the second) with TGI's statuses and messages. Errors found before streaming starts (body, template,
+  tools, validation, 429) are HTTP errors; later ones are one event of that shape (plus `http_status_code`), then
+  `data: [DONE]`. A stream validates under one concurrency permit and generates under a second one taken when the
+  response starts (a permit cannot be handed to the response safely); an overload in between is an error event.
+- /v1/completions: prompt = string, list of strings, token ids, or lists of token ids (at most
+  --max-client-batch-size prompts); choice index = prompt index * n + choice; `echo` prepends the prompt (and, with
+  `logprobs`, its token logprobs, the first null); `suffix` is refused (TGI's message).
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import json
+import secrets
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+
+from fastapi import Depends, FastAPI, Request
+from starlette.responses import JSONResponse, Response
+
+from router.chat_template import ChatTemplate, TemplateError, load_chat_template
+from router.errors import RouterError
+from router.http import read_json, to_model
+from router.infer import Generation, StreamItem, TokenInfo
+from router.openai_schemas import (ChatCompletionRequest, ChatMessage, CompletionRequest, TokenPieces, chat_logprob,
+                                   completion_logprobs, usage)
+from router.schemas import GenerateParameters, GrammarParam
+from router.state import VERSION, RouterState
+from router.streaming import sse_response
+from router.tools import ToolCallStream, ToolError, finish_reason, request_grammar, tool_prompt_suffix, \
+    tools_for_template
+from router.validation import ValidRequest
+from server.protocol import FinishReason
+
+SYSTEM_FINGERPRINT = f"{VERSION}-native"
+
+
+@dataclass
+class OpenAIRoutes:
+    """Per-app state of the OpenAI routes: the chat template (or why there is none) and token texts."""
+
+    state: RouterState
+    template: ChatTemplate | None
+    template_error: str | None
+    pieces: TokenPieces
+
+
+def register(app: FastAPI, state: RouterState) -> None:
+    """Called by router.app.create_app: adds both routes (behind the API key, like TGI) and loads the template."""
+    checkpoint = state.client.checkpoint
+    template, error = None, None
+    try:
+        template = load_chat_template(checkpoint.path, state.tokenizer, getattr(state.config, "chat_template", None))
+    except TemplateError as e:  # the server still serves everything else; chat requests get this error
+        error = str(e)
+    app.state.openai = OpenAIRoutes(state, template, error, TokenPieces(state.tokenizer))
+    auth = [Depends(state.require_auth)]
+
+    @app.post("/v1/chat/completions", dependencies=auth, tags=["OpenAI"], summary="OpenAI chat completions")
+    async def chat(request: Request) -> Response:
+        return await _guard(state, lambda: _with_body(_chat, state, request))
+
+    @app.post("/v1/completions", dependencies=auth, tags=["OpenAI"], summary="OpenAI (legacy) completions")
+    async def completions(request: Request) -> Response:
+        return await _guard(state, lambda: _with_body(_completions, state, request))
+
+
+async def chat_endpoint(state: RouterState, body: dict, request: Request) -> Response:
+    """A chat body already decoded (router.app sends `messages` bodies of /invocations here)."""
+    return await _guard(state, lambda: _chat(state, body, request))
+
+
+async def completions_endpoint(state: RouterState, body: dict, request: Request) -> Response:
+    """A completions body already decoded (router.app sends `prompt` bodies of /invocations here)."""
+    return await _guard(state, lambda: _completions(state, body, request))
+
+
+async def _with_body(endpoint, state: RouterState, request: Request) -> Response:
+    return await endpoint(state, await read_json(request), request)
+
+
+# ---- errors ------------------------------------------------------------------------------------------------------
+
+def error_body(e: RouterError) -> dict:
+    return {"error": {"message": e.message, "type": e.error_type, "param": None, "code": None},
+            "error_type": e.error_type}
+
+
+def error_response(e: RouterError) -> JSONResponse:
+    return JSONResponse(error_body(e), status_code=e.status)
+
+
+def _as_router_error(e: Exception) -> RouterError:
+    if isinstance(e, RouterError):
+        return e
+    if isinstance(e, TemplateError):
+        return RouterError(f"Template error: {e}", 422, "template_error")
+    if isinstance(e, ToolError):
+        return RouterError(f"Tool error: {e}", 422, "tool_error")
+    raise e
+
+
+async def _guard(state: RouterState, run: Callable) -> Response:
+    state.metrics.request_count.inc()
+    try:
+        return await run()
+    except (RouterError, TemplateError, ToolError) as e:
+        error = _as_router_error(e)
+        state.metrics.observe_failure(error.error_type)
+        return error_response(error)
+
+
+# ---- building runs -------------------------------------------------------------------------------------------------
+
+def sampling_parameters(req: ChatCompletionRequest | CompletionRequest, max_new_tokens: int | None,
+                        grammar: dict | None) -> GenerateParameters:
+    greedy = req.temperature == 0
+    return GenerateParameters(
+        do_sample=not greedy, temperature=None if greedy else req.temperature, top_p=None if greedy else req.top_p,
+        seed=req.seed, stop=req.stop_list, max_new_tokens=max_new_tokens, details=True,
+        frequency_penalty=req.frequency_penalty, presence_penalty=req.presence_penalty,
+        repetition_penalty=req.repetition_penalty,
+        logit_bias=[(int(k), v) for k, v in (req.logit_bias or {}).items()] or None,
+        grammar=GrammarParam(**grammar) if grammar else None)
+
+
+def choice_runs(valid: ValidRequest, n: int, seed: int | None, top_n: int, prompt_logprobs: bool = False
+                ) -> list[ValidRequest]:
+    """n independent runs of one validated request: seeds seed, seed+1, ... (fresh random seeds without one)."""
+    runs = []
+    for i in range(n):
+        run_seed = valid.params.seed
+        if valid.params.is_sampling and i > 0:
+            run_seed = seed + i if seed is not None else secrets.randbits(63)
+        params = dataclasses.replace(valid.params, seed=run_seed, top_n_tokens=top_n, prompt_logprobs=prompt_logprobs)
+        runs.append(dataclasses.replace(valid, params=params, seed=run_seed if valid.seed is not None else None))
+    return runs
+
+
+def _message_text(message: ChatMessage) -> str | None:
+    if isinstance(message.content, list):
+        return "".join(part.text or "" for part in message.content)
+    return message.content
+
+
+def _arguments(value: str | dict | None):
+    # HF templates render `arguments` as an object (`| tojson`); OpenAI clients send a JSON string.
+    if isinstance(value, str):
+        with contextlib.suppress(json.JSONDecodeError):
+            parsed = json.loads(value)
+            return parsed if isinstance(parsed, dict) else value
+    return value if value is not None else {}
+
+
+def template_messages(messages: list[ChatMessage]) -> list[dict]:
+    """Wire messages -> what chat templates read: text content, tool calls with object arguments, tool_call_id."""
+    out = []
+    for m in messages:
+        item: dict = {"role": "system" if m.role == "developer" else m.role, "content": _message_text(m)}
+        if item["content"] is None and not m.tool_calls:
+            item["content"] = ""
+        if m.name is not None:
+            item["name"] = m.name
+        if m.tool_calls:
+            item["tool_calls"] = [{"id": c.id, "type": "function", "function": {
+                "name": c.function.name, "arguments": _arguments(c.function.arguments)}} for c in m.tool_calls]
+        if m.tool_call_id is not None:
+            item["tool_call_id"] = m.tool_call_id
+        out.append(item)
+    return out
+
+
+def chat_prompt(routes: OpenAIRoutes, req: ChatCompletionRequest, tools, mode: str) -> str:
+    if routes.template is None:
+        raise TemplateError(routes.template_error or "template not found")
+    messages = template_messages(req.messages)
+    if mode != "text":
+        suffix = tool_prompt_suffix(tools, req.tool_prompt, routes.template.handles_tools)
+        if suffix:
+            messages[-1] = {**messages[-1], "content": (messages[-1].get("content") or "") + suffix}
+    return routes.template.render(messages, tools=tools_for_template(tools) if mode != "text" else None)
+
+
+# ---- chat --------------------------------------------------------------------------------------------------------
+
+async def _chat(state: RouterState, body: dict, request: Request) -> Response:
+    routes: OpenAIRoutes = request.app.state.openai
+    req = to_model(body, ChatCompletionRequest)
+    grammar, tools, mode = request_grammar(req)
+    prompt = chat_prompt(routes, req, tools, mode)
+    params = sampling_parameters(req, req.max_new_tokens, grammar)
+    top_n = (req.top_logprobs or 0) if req.logprobs else 0
+    meta = _meta("chatcmpl", state)
+    async with state.infer.slot():
+        valid = await state.validator.validate(prompt, params, stream=req.stream, add_special_tokens=False)
+        runs = choice_runs(valid, req.n, req.seed, top_n)
+        if req.stream:
+            return sse_response(_chat_events(routes, req, runs, mode, meta), state.config.keep_alive_s)
+        gens = await run_all(state.infer.generate(run, cut_stop=True) for run in runs)
+    state.metrics.request_success.inc()
+    choices = [_chat_choice(routes, req, i, gen, mode) for i, gen in enumerate(gens)]
+    return JSONResponse({**meta, "object": "chat.completion", "choices": choices,
+                         "usage": usage(len(valid.prompt_token_ids), sum(g.num_generated_tokens for g in gens))})
+
+
+def _chat_choice(routes: OpenAIRoutes, req: ChatCompletionRequest, index: int, gen: Generation, mode: str) -> dict:
+    parser = ToolCallStream(mode)
+    deltas = parser.feed(gen.generated_text) + parser.finish()
+    content = "".join(d.get("content", "") for d in deltas)
+    message: dict = {"role": "assistant", "content": content if not parser.is_call else None}
+    if parser.is_call:
+        message["tool_calls"] = [{"id": parser.call_id, "type": "function",
+                                  "function": {"name": parser.name, "arguments": parser.arguments}}]
+    logprobs = None
+    if req.logprobs:
+        logprobs = {"content": [chat_logprob(routes.pieces, t, tops) for t, tops in zip(gen.tokens, gen.top_tokens)]}
+    return {"index": index, "message": message, "logprobs": logprobs,
+            "finish_reason": finish_reason(parser, gen.finish_reason.value)}
+
+
+async def _chat_events(routes: OpenAIRoutes, req: ChatCompletionRequest, runs: list[ValidRequest], mode: str,
+                       meta: dict) -> AsyncIterator[dict]:
+    state = routes.state
+    chunk = {**meta, "object": "chat.completion.chunk"}
+    extra = {"usage": None} if req.include_usage else {}
+    parsers = [ToolCallStream(mode) for _ in runs]
+    num_generated = [0] * len(runs)
+
+    def event(index: int, delta: dict, logprobs=None, finish: str | None = None) -> dict:
+        choice = {"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish}
+        return _sse({**chunk, "choices": [choice], **extra})
+
+    for i in range(len(runs)):
+        yield event(i, {"role": "assistant", "content": ""})
+    try:
+        async with state.infer.slot():
+            async for i, item in merged([state.infer.stream(run, cut_stop=True) for run in runs]):
+                num_generated[i] = item.num_generated_tokens
+                logprobs = {"content": [chat_logprob(routes.pieces, item.token, item.top_tokens)]} \
+                    if req.logprobs else None
+                deltas = parsers[i].feed(item.text)
+                if item.finish_reason is not None:
+                    deltas += parsers[i].finish()
+                for j, delta in enumerate(deltas or ([{}] if logprobs else [])):
+                    yield event(i, _delta_json(delta), logprobs if j == 0 else None)
+                if item.finish_reason is not None:
+                    yield event(i, {}, None, finish_reason(parsers[i], item.finish_reason.value))
+        if req.include_usage:
+            num_prompt = len(runs[0].prompt_token_ids)
+            yield _sse({**chunk, "choices": [], "usage": usage(num_prompt, sum(num_generated))})
+        state.metrics.request_success.inc()
+    except RouterError as e:
+        state.metrics.observe_failure(e.error_type)
+        yield _stream_error(e)
+    yield {"data": "[DONE]"}
+
+
+def _delta_json(delta: dict) -> dict:
+    if "tool_calls" in delta:
+        return {"tool_calls": [c.model_dump(exclude_none=True) for c in delta["tool_calls"]]}
+    return delta
+
+
+# ---- completions -------------------------------------------------------------------------------------------------
+
+async def _completions(state: RouterState, body: dict, request: Request) -> Response:
+    routes: OpenAIRoutes = request.app.state.openai
+    req = to_model(body, CompletionRequest)
+    _check_completion(state, req)
+    params = sampling_parameters(req, req.max_tokens, None)
+    top_n = req.logprobs or 0
+    meta = _meta("cmpl", state)
+    async with state.infer.slot():
+        valids = [await state.validator.validate(p, params, stream=req.stream) for p in req.prompts]
+        echo_logprobs = req.echo and req.logprobs is not None
+        runs = [run for v in valids for run in choice_runs(v, req.n, req.seed, top_n, echo_logprobs)]
+        if req.stream:
+            return sse_response(_completion_events(routes, req, valids, runs, meta), state.config.keep_alive_s)
+        gens = await run_all(state.infer.generate(run, cut_stop=True) for run in runs)
+    state.metrics.request_success.inc()
+    choices = [_completion_choice(routes, req, i, valids[i // req.n], gen) for i, gen in enumerate(gens)]
+    num_prompt = sum(len(v.prompt_token_ids) for v in valids)
+    return JSONResponse({**meta, "object": "text_completion", "choices": choices,
+                         "usage": usage(num_prompt, sum(g.num_generated_tokens for g in gens))})
+
+
+def _check_completion(state: RouterState, req: CompletionRequest) -> None:
+    if req.suffix is not None:
+        raise RouterError("Suffix is not supported and can be achieved by preprocessing the prompt.", 422,
+                          "suffix not supported")
+    if len(req.prompts) > state.config.max_client_batch_size:
+        raise RouterError("Number of prompts exceeds the maximum allowed batch size of "
+                          f"{state.config.max_client_batch_size}", 422, "batch size exceeded")
+    if req.best_of is not None and req.best_of != req.n:
+        raise RouterError("Input validation error: `best_of` is not supported here; ask for `n` choices", 422,
+                          "validation")
+
+
+def _echo_text(valid: ValidRequest) -> str:
+    return valid.inputs
+
+
+def _completion_choice(routes: OpenAIRoutes, req: CompletionRequest, index: int, valid: ValidRequest,
+                       gen: Generation) -> dict:
+    prefix = _echo_text(valid) if req.echo else ""
+    logprobs = None
+    if req.logprobs is not None:
+        prompt = gen.prefill if req.echo else []
+        logprobs = completion_logprobs(routes.pieces, prompt, prefix, gen.tokens, gen.top_tokens,
+                                       [t.text for t in gen.tokens])
+    return {"index": index, "text": prefix + gen.generated_text, "logprobs": logprobs,
+            "finish_reason": "length" if gen.finish_reason == FinishReason.LENGTH else "stop"}
+
+
+async def _completion_events(routes: OpenAIRoutes, req: CompletionRequest, valids: list[ValidRequest],
+                             runs: list[ValidRequest], meta: dict) -> AsyncIterator[dict]:
+    state = routes.state
+    chunk = {**meta, "object": "text_completion"}
+    num_generated = [0] * len(runs)
+    offsets = [len(_echo_text(valids[i // req.n])) if req.echo else 0 for i in range(len(runs))]
+
+    def event(index: int, text: str, logprobs=None, finish: str | None = None) -> dict:
+        return _sse({**chunk, "choices": [{"index": index, "text": text, "logprobs": logprobs,
+                                           "finish_reason": finish}]})
+    try:
+        async with state.infer.slot():
+            async for i, item in merged([state.infer.stream(run, cut_stop=True) for run in runs]):
+                num_generated[i] = item.num_generated_tokens
+                if item.index == 1 and req.echo:
+                    prompt = _echo_text(valids[i // req.n])
+                    lp = completion_logprobs(routes.pieces, item.prefill, prompt, [], [], []) \
+                        if req.logprobs is not None else None
+                    yield event(i, prompt, lp)
+                lp = None
+                if req.logprobs is not None:
+                    lp = completion_logprobs(routes.pieces, [], "", [item.token], [item.top_tokens], [item.text],
+                                             start=offsets[i])
+                offsets[i] += len(item.text)
+                if item.text or lp is not None:
+                    yield event(i, item.text, lp)
+                if item.finish_reason is not None:
+                    yield event(i, "", None, "length" if item.finish_reason == FinishReason.LENGTH else "stop")
+        if req.include_usage:
+            num_prompt = sum(len(v.prompt_token_ids) for v in valids)
+            yield _sse({**chunk, "choices": [], "usage": usage(num_prompt, sum(num_generated))})
+        state.metrics.request_success.inc()
+    except RouterError as e:
+        state.metrics.observe_failure(e.error_type)
+        yield _stream_error(e)
+    yield {"data": "[DONE]"}
+
+
+# ---- shared ------------------------------------------------------------------------------------------------------
+
+def _meta(prefix: str, state: RouterState) -> dict:
+    return {"id": f"{prefix}-{uuid.uuid4().hex}", "created": int(time.time()), "model": state.model_id,
+            "system_fingerprint": SYSTEM_FINGERPRINT}
+
+
+def _stream_error(e: RouterError) -> dict:
+    body = error_body(e)
+    body["error"]["http_status_code"] = e.status  # TGI's field: the status the error would have had
+    return _sse(body)
+
+
+async def run_all(coroutines) -> list:
+    """gather, but a failure cancels the other runs at once (their engine sequences are aborted)."""
+    tasks = [asyncio.ensure_future(c) for c in coroutines]
+    try:
+        return await asyncio.gather(*tasks)
+    finally:
+        for task in tasks:
+            task.cancel()
+
+
+def _sse(payload: dict) -> dict:
+    return {"data": json.dumps(payload, separators=(",", ":"), ensure_ascii=False)}
+
+
+_DONE = object()
+
+
+async def merged(streams: list[AsyncIterator[StreamItem]]) -> AsyncIterator[tuple[int, StreamItem]]:
+    """Interleave several runs' items as they arrive: (run index, item). Leaving early aborts every run."""
+    queue: asyncio.Queue = asyncio.Queue()
+
+    async def pump(index: int, stream: AsyncIterator[StreamItem]) -> None:
+        try:
+            async for item in stream:
+                queue.put_nowait((index, item))
+            queue.put_nowait((index, _DONE))
+        except Exception as e:  # noqa: BLE001 - handed to the consumer, which re-raises it
+            queue.put_nowait((index, e))
+        finally:
+            await stream.aclose()
+
+    tasks = [asyncio.create_task(pump(i, s)) for i, s in enumerate(streams)]
+    try:
+        remaining = len(tasks)
+        while remaining:
+            index, item = await queue.get()
+            if item is _DONE:
+                remaining -= 1
+            elif isinstance(item, Exception):
+                raise item
+            else:
+                yield index, item
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+__all__ = ["register", "chat_endpoint", "completions_endpoint", "TokenInfo"]

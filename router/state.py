@@ -1,0 +1,64 @@
+"""RouterState: what every route needs (engine client, config, validator, infer, metrics), built once per app."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from router.auth import make_auth_dependency
+from router.config import Limits, RouterConfig, resolve_limits
+from router.infer import Infer
+from router.metrics import Metrics
+from router.validation import Validator
+
+log = logging.getLogger("rho_serve.router")
+VERSION = "3.3.6-dev0"  # TGI's router version string, which clients may check
+
+
+@dataclass
+class RouterState:
+    client: object
+    config: RouterConfig
+    tokenizer: object
+    model_id: str
+    limits: Limits
+    validator: Validator
+    infer: Infer
+    metrics: Metrics
+    require_auth: object
+    vocab_size: int
+
+    def info(self) -> dict:
+        return {"model_id": self.model_id, "model_sha": None, "model_pipeline_tag": None,
+                "max_concurrent_requests": self.config.max_concurrent_requests,
+                "max_best_of": self.limits.max_best_of, "max_stop_sequences": self.limits.max_stop_sequences,
+                "max_input_tokens": self.limits.max_input_tokens, "max_total_tokens": self.limits.max_total_tokens,
+                "validation_workers": 2, "max_client_batch_size": self.config.max_client_batch_size,
+                "router": "text-generation-router", "version": VERSION, "sha": None, "docker_label": None}
+
+    def is_healthy(self) -> bool:
+        stats = self.client.stats()
+        has_work = stats.num_running + stats.num_waiting > 0
+        return stats.alive and not (has_work and stats.seconds_since_last_step > self.config.wedge_timeout_s)
+
+
+def _grammar_compiler(checkpoint, config: RouterConfig):
+    if config.disable_grammar_support:
+        return None
+    try:
+        from grammars.compiler import GrammarCompiler
+    except ImportError:  # grammar support not installed: requests with a grammar get TGI's message
+        return None
+    return GrammarCompiler(checkpoint.tokenizer, checkpoint.vocab_size, checkpoint.eos_token_ids)
+
+
+def build_state(client, config: RouterConfig) -> RouterState:
+    checkpoint = client.checkpoint
+    engine_max_total = getattr(client.engine, "max_total_tokens", None) or checkpoint.max_position_embeddings
+    limits = resolve_limits(config, engine_max_total)
+    metrics = Metrics(limits.max_input_tokens, limits.max_total_tokens)
+    model_id = checkpoint.model_id
+    validator = Validator(checkpoint.tokenizer, limits, checkpoint.vocab_size, model_id,
+                          _grammar_compiler(checkpoint, config))
+    infer = Infer(client, checkpoint.tokenizer, config.max_concurrent_requests, metrics)
+    return RouterState(client, config, checkpoint.tokenizer, model_id, limits, validator, infer, metrics,
+                       make_auth_dependency(config.api_key), checkpoint.vocab_size)

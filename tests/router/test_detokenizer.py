@@ -1,0 +1,56 @@
+"""Incremental detokenization on the real SentencePiece tokenizer, and stop matching across/inside tokens."""
+from __future__ import annotations
+
+import pytest
+from transformers import AutoTokenizer
+
+from router.detokenizer import IncrementalDetokenizer, StopMatcher
+
+TEXTS = ["Hello world, this is a test.", "naïve café — 東京 ✓ 🎉 done", "  two  spaces\nnew line\tand tab"]
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tokenizer_dir, tiny_llama_dir):
+    return AutoTokenizer.from_pretrained(str(tiny_llama_dir))
+
+
+@pytest.mark.parametrize("text", TEXTS)
+def test_deltas_concatenate_to_full_decode(tokenizer, text):
+    prompt = tokenizer("Prompt:")["input_ids"]
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    detok = IncrementalDetokenizer(tokenizer, prompt)
+    deltas = [detok.add(i) for i in ids] + [detok.flush()]
+    full = tokenizer.decode(prompt + ids, skip_special_tokens=True)
+    prompt_text = tokenizer.decode(prompt, skip_special_tokens=True)
+    assert prompt_text + "".join(deltas) == full
+    assert all("\ufffd" not in d for d in deltas)  # multi-byte characters are held until complete
+
+
+def test_special_tokens_add_no_text(tokenizer):
+    detok = IncrementalDetokenizer(tokenizer, tokenizer("Hi")["input_ids"])
+    assert detok.add(tokenizer.eos_token_id, special=True) == ""
+
+
+def test_keep_mode_keeps_stop_and_drops_the_rest():
+    m = StopMatcher(["\nUser:"])
+    assert m.feed("Sure.\nUs") == ("Sure.\nUs", None)
+    assert m.feed("er: and more") == ("er:", "\nUser:")
+    assert m.output == "Sure.\nUser:" and m.text_before_stop == "Sure."
+
+
+def test_cut_mode_holds_back_possible_stop_prefix():
+    m = StopMatcher(["</s>", "END"], cut=True)
+    assert m.feed("abc<") == ("abc", None)  # "<" may start "</s>"
+    assert m.feed("b>") == ("<b>", None)  # it did not
+    assert m.feed("xEN") == ("x", None)
+    assert m.feed("D tail") == ("", "END")
+    assert m.output == "abc<b>x"
+
+
+def test_stop_inside_one_token_and_earliest_wins():
+    m = StopMatcher(["lo w", "world"])
+    assert m.feed("hello world") == ("hello w", "lo w")
+    m = StopMatcher(["zz"], cut=True)
+    assert m.feed("ab") == ("ab", None) and m.flush() == ""
+    m = StopMatcher(["zz"], cut=True)
+    assert m.feed("az") == ("a", None) and m.flush() == "z"  # released at the end without a match
