@@ -5,6 +5,7 @@ state.infer, and responses are shaped by router.streaming.
 """
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import time
@@ -41,7 +42,7 @@ async def run_generate(state: RouterState, req: schemas.GenerateRequest, *, as_l
     state.metrics.observe_request(gen, len(valid.prompt_token_ids), valid.max_new_tokens, validated - start, total)
     body = generate_response(gen, valid)
     per_token = gen.inference_s / max(gen.num_generated_tokens, 1)
-    headers = {"x-compute-type": state.config.compute_type, "x-compute-time": f"{total:.6f}",
+    headers = {"x-compute-type": state.compute_type, "x-compute-time": f"{total:.6f}",
                "x-compute-characters": str(len(req.inputs)), "x-total-time": _ms(total),
                "x-validation-time": _ms(validated - start), "x-queue-time": _ms(gen.queue_s),
                "x-inference-time": _ms(gen.inference_s), "x-time-per-token": _ms(per_token),
@@ -68,10 +69,13 @@ def run_stream(state: RouterState, req: schemas.GenerateRequest) -> Response:
         except RouterError as e:
             fail(e)
             yield {"data": json.dumps(e.body())}
+        except asyncio.CancelledError:  # the client went away: the engine sequence is already aborted
+            state.metrics.observe_failure("dropped")
+            raise
         if not failures:
             state.metrics.request_success.inc()
 
-    headers = {"x-compute-type": state.config.compute_type, "x-compute-characters": str(len(req.inputs))}
+    headers = {"x-compute-type": state.compute_type, "x-compute-characters": str(len(req.inputs))}
     return sse_response(events(), state.config.keep_alive_s, headers, state.config.graceful_termination_timeout)
 
 

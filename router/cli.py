@@ -50,6 +50,7 @@ _FLAGS: list[tuple[str, type, object, str]] = [
     ("--scoring-route", str, "/score", "Path of the AzureML-style scoring route"),
     ("--graceful-termination-timeout", float, 90.0, "Seconds SIGTERM waits for in-flight requests to finish"),
     ("--chat-template", str, None, "Jinja chat-template file overriding the model's (OpenAI chat route)"),
+    ("--grammar-compile-timeout", float, 10.0, "Seconds a grammar may take to compile before the request gets a 422"),
     ("--wedge-timeout", float, 60.0, "Seconds without an engine step (while it has work) before /health fails"),
 ]
 _SWITCHES: list[tuple[str, str]] = [
@@ -173,9 +174,9 @@ def parse_args(argv: list[str] | None = None,
             scoring_route=v["scoring_route"], watermark_gamma=v["watermark_gamma"],
             watermark_delta=v["watermark_delta"], json_output=v["json_output"],
             graceful_termination_timeout=v["graceful_termination_timeout"],
-            compute_type=env.get("COMPUTE_TYPE", "gpu+optimized" if v["device"] == "cuda" else "cpu+optimized"),
+            compute_type=env.get("COMPUTE_TYPE") or None,
             disable_grammar_support=v["disable_grammar_support"], wedge_timeout_s=v["wedge_timeout"],
-            chat_template=v["chat_template"])
+            grammar_compile_timeout_s=v["grammar_compile_timeout"], chat_template=v["chat_template"])
     except (ConfigError, ValueError) as e:
         raise CliError(str(e)) from None
     return engine, router

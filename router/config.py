@@ -24,8 +24,9 @@ class RouterConfig:
     json_output: bool = False
     graceful_termination_timeout: float = 90.0  # seconds SIGTERM waits for in-flight requests
     keep_alive_s: float = 15.0  # SSE comment after this much silence
-    compute_type: str = "cpu+optimized"
+    compute_type: str | None = None  # x-compute-type header; None: "<cpu|gpu>+optimized" from the engine device
     disable_grammar_support: bool = False
+    grammar_compile_timeout_s: float = 10.0  # a grammar still compiling after this gets a 422, not a hang
     wedge_timeout_s: float = 60.0  # /health fails when the engine has work and no step finished for this long
     chat_template: str | None = None  # a Jinja file overriding the model's chat template (OpenAI routes)
 

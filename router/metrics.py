@@ -74,6 +74,17 @@ class Metrics:
         self.input_length.observe(num_input)
         self.max_new_tokens.observe(max_new_tokens)
 
+    def observe_step(self, step) -> None:
+        """One engine step (server.protocol.StepInfo), called on the engine thread (prometheus-client is
+        thread-safe). Our batches are rebuilt every step, so TGI's filter and concat durations stay empty."""
+        m = step.method
+        self.batch_inference_count.labels(method=m).inc()
+        (self.batch_inference_success if step.ok else self.batch_inference_failure).labels(method=m).inc()
+        self.batch_next_size.observe(step.num_seqs)
+        self.batch_forward_duration.labels(method=m).observe(step.forward_s)
+        self.batch_decode_duration.labels(method=m).observe(step.sample_s)
+        self.batch_inference_duration.labels(method=m).observe(step.total_s)
+
     def observe_failure(self, error_type: str) -> None:
         err = {"incomplete_generation": "incomplete", "incomplete_generation_stream": "incomplete",
                "template_error": "template"}.get(error_type, error_type)

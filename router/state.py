@@ -26,6 +26,7 @@ class RouterState:
     metrics: Metrics
     require_auth: object
     vocab_size: int
+    compute_type: str
 
     def info(self) -> dict:
         return {"model_id": self.model_id, "model_sha": None, "model_pipeline_tag": None,
@@ -48,7 +49,8 @@ def _grammar_compiler(checkpoint, config: RouterConfig):
         from grammars.compiler import GrammarCompiler
     except ImportError:  # grammar support not installed: requests with a grammar get TGI's message
         return None
-    return GrammarCompiler(checkpoint.tokenizer, checkpoint.vocab_size, checkpoint.eos_token_ids)
+    return GrammarCompiler(checkpoint.tokenizer, checkpoint.vocab_size, checkpoint.eos_token_ids,
+                           compile_timeout_s=config.grammar_compile_timeout_s)
 
 
 def build_state(client, config: RouterConfig) -> RouterState:
@@ -56,9 +58,16 @@ def build_state(client, config: RouterConfig) -> RouterState:
     engine_max_total = getattr(client.engine, "max_total_tokens", None) or checkpoint.max_position_embeddings
     limits = resolve_limits(config, engine_max_total)
     metrics = Metrics(limits.max_input_tokens, limits.max_total_tokens)
+    if hasattr(client.engine, "add_step_observer"):
+        client.engine.add_step_observer(metrics.observe_step)
     model_id = checkpoint.model_id
     validator = Validator(checkpoint.tokenizer, limits, checkpoint.vocab_size, model_id,
                           _grammar_compiler(checkpoint, config))
     infer = Infer(client, checkpoint.tokenizer, config.max_concurrent_requests, metrics)
     return RouterState(client, config, checkpoint.tokenizer, model_id, limits, validator, infer, metrics,
-                       make_auth_dependency(config.api_key), checkpoint.vocab_size)
+                       make_auth_dependency(config.api_key), checkpoint.vocab_size,
+                       config.compute_type or _compute_type(checkpoint.device))
+
+
+def _compute_type(device: str) -> str:
+    return ("gpu" if str(device).startswith("cuda") else "cpu") + "+optimized"  # TGI's router fallback format

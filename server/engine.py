@@ -20,7 +20,7 @@ from server.block_manager import BlockManager
 from server.config import ConfigError, EngineConfig
 from server.loader import load_checkpoint
 from server.model_runner import ModelRunner
-from server.protocol import EngineRequest, EngineStats, FinishReason, TokenEvent, TopToken
+from server.protocol import EngineRequest, EngineStats, FinishReason, StepInfo, TokenEvent, TopToken
 from server.sampler import Sampler
 from server.scheduler import ScheduledChunk, Scheduler
 from server.sequence import FINISH_REASONS, Sequence, SequenceStatus
@@ -29,6 +29,7 @@ logger = logging.getLogger(__name__)
 
 CPU_DEFAULT_POOL_TOKENS = 32768
 EventCallback = Callable[[list[TokenEvent]], None]
+StepObserver = Callable[[StepInfo], None]
 
 
 class Engine:
@@ -61,6 +62,8 @@ class Engine:
         self._step_started: float | None = None
         self._num_steps = self._num_prefill_tokens = self._num_decode_tokens = 0
         self._pending: list[TokenEvent] = []  # refusals produced while the loop slept; sent with the next step
+        self._step_observers: list[StepObserver] = []
+        self._forward_s = 0.0  # of the current step
         logger.info("engine ready: %d KV blocks of %d tokens, attention=%s, max_total_tokens=%d", num_blocks,
                     config.block_size, attention, self.max_total_tokens)
 
@@ -94,6 +97,10 @@ class Engine:
         if self._thread is not None:
             self._thread.join(timeout)
 
+    def add_step_observer(self, observer: StepObserver) -> None:
+        """Call observer(StepInfo) after every step, on the engine thread (keep it cheap and thread-safe)."""
+        self._step_observers.append(observer)
+
     def stats(self) -> EngineStats:
         started = self._step_started
         return EngineStats(
@@ -126,10 +133,15 @@ class Engine:
         out = self.scheduler.schedule()
         if out.is_empty:
             return events
-        self._step_started = time.monotonic()
+        self._step_started = started = time.monotonic()
+        method = "decode" if all(c.seq.num_computed_tokens >= c.seq.num_prompt_tokens for c in out.chunks) \
+            else "prefill"
+        num_seqs, num_tokens, ok = len(out.chunks), out.num_tokens, True
+        self._forward_s = 0.0
         try:
             self._run(out.chunks, events)
         except Exception as e:
+            ok = False
             if len(out.chunks) == 1:
                 self._fail(out.chunks[0].seq, e, events)
             else:
@@ -137,10 +149,16 @@ class Engine:
         finally:
             self._step_started = None
         self._num_steps += 1
+        total = time.monotonic() - started
+        info = StepInfo(method, num_seqs, num_tokens, self._forward_s, total - self._forward_s, total, ok)
+        for observer in self._step_observers:
+            observer(info)
         return events
 
     def _run(self, chunks: list[ScheduledChunk], events: list[TokenEvent]) -> None:
+        started = time.monotonic()
         logits, seqs = self.runner.run(chunks)
+        self._forward_s += time.monotonic() - started
         sampled = self.sampler(logits, seqs) if seqs else None
         for chunk in chunks:
             self.scheduler.commit(chunk)

@@ -99,3 +99,16 @@ class EngineStats:
     num_steps: int = 0
     num_prefill_tokens_total: int = 0
     num_decode_tokens_total: int = 0
+
+
+@dataclass(frozen=True)
+class StepInfo:
+    """One engine step, for batch metrics. `method` is "prefill" when any prompt chunk ran, else "decode"."""
+
+    method: str
+    num_seqs: int
+    num_tokens: int
+    forward_s: float  # model forward + logits
+    sample_s: float  # logits pipeline, sampling, postprocess
+    total_s: float
+    ok: bool

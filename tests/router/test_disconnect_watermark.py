@@ -42,6 +42,9 @@ def test_fifty_disconnecting_streams_leave_nothing(server, auth_headers, engine_
     # Aborted, not run to completion: far fewer tokens than the 50 x 1900 asked for were decoded.
     decoded = stats.num_decode_tokens_total - before.num_decode_tokens_total
     assert decoded < 50 * 100, decoded
+    metrics = httpx.get(server.url + "/metrics", timeout=10).text
+    dropped = [line for line in metrics.splitlines() if line.startswith('tgi_request_failure_total{err="dropped"}')]
+    assert dropped and float(dropped[0].split()[-1]) >= 50
 
 
 def _generated_text(server, auth_headers, watermark: bool, seed: int) -> str:

@@ -45,6 +45,7 @@ def test_generate_body_headers_and_schema(http, schemas):
     assert r.headers["x-generated-tokens"] == "6"
     assert int(r.headers["x-prompt-tokens"]) == len(details["prefill"])
     assert r.headers["x-compute-characters"] == str(len("The answer is"))
+    assert r.headers["x-compute-type"] == "cpu+optimized"
 
 
 def test_same_seed_same_text_and_default_params_sample(http):
@@ -184,8 +185,10 @@ def test_body_errors_never_500(http, schemas):
     r = http.post("/generate", content=b"{not json", headers={"content-type": "application/json"})
     assert r.status_code == 400 and r.json()["error"].startswith("Failed to parse the request body as JSON")
     schemas.validate(r.json(), "ErrorResponse")
-    for bad in ({}, {"inputs": 3}, {"inputs": "x", "parameters": {"max_new_tokens": "many"}}, [1, 2]):
-        r = http.post("/generate", json=bad)
+    nan = {"inputs": "x", "parameters": {"temperature": float("nan")}}
+    for bad in ({}, {"inputs": 3}, {"inputs": "x", "parameters": {"max_new_tokens": "many"}}, [1, 2], nan,
+                {"inputs": "x", "parameters": {"seed": -1}}):
+        r = http.post("/generate", content=json.dumps(bad), headers={"content-type": "application/json"})
         assert r.status_code == 422, bad
         assert r.json()["error"].startswith("Failed to deserialize the JSON body into the target type: ")
         assert r.json()["error_type"] == "validation"
@@ -220,6 +223,12 @@ def test_metrics_names_and_counts(http, server):
     assert 'tgi_request_failure_total{err="validation"}' in text
     ttft_count = [line for line in text.splitlines() if line.startswith("tgi_request_time_to_first_token_count")]
     assert float(ttft_count[0].split()[-1]) >= 1
+    # Engine steps feed the batch metrics: a prompt chunk makes a "prefill" step, the next token a "decode" one.
+    values = {line.split()[0]: float(line.split()[-1]) for line in text.splitlines() if not line.startswith("#")}
+    for method in ("prefill", "decode"):
+        assert values[f'tgi_batch_inference_count_total{{method="{method}"}}'] >= 1
+        assert values[f'tgi_batch_forward_duration_count{{method="{method}"}}'] >= 1
+    assert values["tgi_batch_next_size_count"] >= 2
 
 
 def test_health_503_when_engine_dead(tiny_llama_dir):
