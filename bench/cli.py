@@ -8,6 +8,7 @@ BENCHES = {
     "engine": ("bench.engine_bench", "engine vs transformers throughput, and engine overhead (issue 2)"),
     "http": ("bench.http_bench", "HTTP streaming vs in-process engine throughput (issue 3)"),
     "grammar": ("bench.grammar_bench", "constrained decoding cost and grammar compile times (issue 5)"),
+    "slm": ("bench.slm_bench", "SLM vs causal-LM training cost and scoring throughput (issue 4)"),
     "gpu": ("bench.gpu_bench", "the CUDA path against transformers on one GPU (issue 9; run bench/gpu.sh)"),
 }
 

@@ -1,0 +1,41 @@
+"""The bundled default model (models/rho-math-tiny): size, layout, context, and engine/transformers agreement on the
+evaluation harness's own few-shot GSM8K prompt (read from ../shared at test time)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[2]
+MODEL = ROOT / "models" / "rho-math-tiny"
+FEW_SHOT = ROOT.parent / "shared" / "rho-eval" / "prompts" / "cot" / "gsm8k.md"
+
+
+def test_bundled_model_is_small_and_complete():
+    files = {p.name: p.stat().st_size for p in MODEL.iterdir()}
+    assert {"config.json", "model.safetensors", "generation_config.json", "tokenizer.json", "README.md"} <= set(files)
+    assert sum(files.values()) <= 20 * 2**20
+    card = (MODEL / "README.md").read_text()
+    assert "Selective Language Modeling" in card and "EVAL-RESULTS" in card
+
+
+def test_bundled_model_holds_a_few_shot_prompt_and_engine_matches_transformers():
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from server.config import EngineConfig
+    from server.engine import Engine
+
+    if not FEW_SHOT.exists():
+        pytest.fail(f"{FEW_SHOT} is missing: tests read the shared evaluation prompts")
+    tok = AutoTokenizer.from_pretrained(MODEL)
+    prompt = FEW_SHOT.read_text().strip() + "\n\n\nQuestion: Tina has 3 cookies and buys 4 more. How many cookies " \
+                                            "does Tina have?\nAnswer:"
+    ids = tok(prompt).input_ids
+    engine = Engine(EngineConfig(model_id=str(MODEL)))
+    assert engine.checkpoint.max_position_embeddings >= 2048 > len(ids)
+    ref = AutoModelForCausalLM.from_pretrained(MODEL, dtype=torch.float32).eval()
+    with torch.inference_mode():
+        expected = ref(torch.tensor([ids])).logits[0].float()
+    got = engine.prompt_logits(ids)
+    assert torch.allclose(got, expected, atol=1e-4, rtol=0), (got - expected).abs().max()
