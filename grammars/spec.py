@@ -1,0 +1,221 @@
+"""A request's `grammar` field -> a validated, canonical `GrammarSpec` and its regular expression.
+
+Accepts TGI's shapes: `{"type": "json" | "json_object", "value": schema}` (schema as an object or a JSON string),
+`{"type": "json_schema", "value": {"name"?, "schema"}}`, `{"type": "regex", "value": str}`; and any JSON (a
+`json_object` without value, or the empty schema `{}`). Unlike TGI, schemas need no top-level `properties`:
+top-level arrays and primitives are allowed. Error texts are TGI's (`grammar is not valid: ...`,
+`cannot compile regex from schema: ...`, `grammar is not supported`); the router prefixes `Input validation error: `.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import jsonschema
+from outlines_core.json_schema import DATE, build_regex_from_schema
+
+# One optional space between JSON tokens: a weak or random model cannot loop on whitespace (TGI's choice too).
+JSON_WHITESPACE = r"[ ]?"
+# SentencePiece models usually start a text with a `▁`-prefixed token (" {"): JSON may open with one space.
+JSON_LEADING_SPACE = r"[ ]?"
+JSON_KINDS = ("json", "json_object", "json_schema")
+# Schemas that mean "any JSON" (or any object / array): outlines-core's regexes for them take seconds to compile,
+# so these use the bounded-depth regexes below (keys that do not constrain values, like `title`, are ignored).
+_ANNOTATIONS = {"title", "description", "$schema", "$id", "$comment", "examples", "default"}
+ANY_JSON_DEPTH = 3  # nesting levels of objects / arrays in any-JSON; deeper values are primitives
+# A top-level object / array alone compiles far slower than inside the any-JSON alternation (0.4 s vs 0.006 s at
+# depth 2, vocabulary 1k; 12 s at depth 3): their values nest one level less.
+ANY_CONTAINER_DEPTH = 2
+_STRING = r'"(?:[^"\\\x00-\x1F\x7F-\x9F]|\\["\\/bfnrt])*"'
+_NUMBER = r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?"
+_PRIMITIVE = rf"(?:{_STRING}|{_NUMBER}|true|false|null)"
+
+# outlines-core's `date` allows "2023-02-30": days per month, and 29 February in leap years only.
+_LEAP_YEAR = r"(?:[0-9]{2}(?:0[48]|[2468][048]|[13579][26])|(?:[02468][048]|[13579][26])00)"
+_CALENDAR_DATE = ('"(?:[0-9]{4}-(?:(?:0[13578]|1[02])-(?:0[1-9]|[12][0-9]|3[01])|(?:0[469]|11)-(?:0[1-9]|[12][0-9]|30)'
+                  rf'|02-(?:0[1-9]|1[0-9]|2[0-8]))|{_LEAP_YEAR}-02-29)"')
+
+
+class GrammarError(ValueError):
+    """A grammar the server refuses; str(error) is TGI's message (without `Input validation error: `)."""
+
+
+@dataclass(frozen=True)
+class GrammarSpec:
+    """kind: "json" (any of TGI's JSON kinds, normalised) or "regex"; value: canonical schema JSON, or the regex."""
+
+    kind: str
+    value: str
+
+    @property
+    def cache_key(self) -> tuple[str, str]:
+        return (self.kind, self.value)
+
+
+def parse_grammar(grammar: Any) -> GrammarSpec:
+    """TGI's `{"type", "value"}` (a dict, or a pydantic model with those fields) -> GrammarSpec."""
+    if hasattr(grammar, "model_dump"):
+        grammar = grammar.model_dump()
+    if not isinstance(grammar, dict) or "type" not in grammar:
+        raise GrammarError("grammar is not valid: expected an object {\"type\": ..., \"value\": ...}")
+    kind, value = grammar["type"], grammar.get("value")
+    if kind == "regex":
+        if not isinstance(value, str) or not value:
+            raise GrammarError("grammar is not valid: a regex grammar needs a non-empty string `value`")
+        return GrammarSpec("regex", value)
+    if kind not in JSON_KINDS:
+        raise GrammarError(f"grammar is not valid: unknown grammar type {kind!r} (expected json, json_object, "
+                           "json_schema or regex)")
+    return GrammarSpec("json", _canonical_schema(_schema_of(kind, value)))
+
+
+def _schema_of(kind: str, value: Any) -> Any:
+    if value is None and kind == "json_object":
+        return {}  # OpenAI's response_format {"type": "json_object"}: any JSON
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as e:
+            raise GrammarError(f"grammar is not valid: {e}") from None
+    if kind == "json_schema":
+        if not isinstance(value, dict) or "schema" not in value:
+            raise GrammarError("grammar is not valid: a json_schema grammar needs `value` = {\"name\"?, \"schema\"}")
+        value = value["schema"]
+    if value is True:
+        return {}
+    if not isinstance(value, dict):
+        raise GrammarError("grammar is not supported")  # TGI's answer for a value that is not an object
+    return value
+
+
+def _canonical_schema(schema: dict) -> str:
+    try:
+        jsonschema.Draft202012Validator.check_schema(schema)
+    except jsonschema.SchemaError as e:
+        raise GrammarError(f"grammar is not valid: {e.message}") from None
+    return json.dumps(schema, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def regex_of(spec: GrammarSpec) -> str:
+    """The regular expression the outlines-core index is built from.
+
+    outlines-core builds a leftmost-first DFA: once the regex has matched, continuations of lower priority are cut
+    (`[0-9]{1,4}(\\.[0-9]+)?` allows only EOS after `1234`). Anchoring, `(?:R)$`, restores the full language,
+    but multiplies compile time for large nested regexes (any-JSON: 0.08 s -> 56 s). A regex whose every match
+    ends with a closing `}` or `]` cannot be cut, so JSON objects and arrays stay unanchored; the rest is anchored.
+    Any-JSON stays unanchored too (its regex is the large nested one): a bare top-level number may end early.
+    """
+    if spec.kind == "regex":
+        return f"(?:{ascii_digits(spec.value)})$"
+    schema = json.loads(spec.value)
+    body = _generic_json_regex(schema)
+    if body is None:
+        try:
+            body = build_regex_from_schema(json.dumps(bounded_integers_as_enums(schema)), JSON_WHITESPACE)
+            # Its format regexes use `\d`, which admits any Unicode digit ("꧱4߇１-02-04" as a date).
+            body = ascii_digits(body.replace(DATE, _CALENDAR_DATE))
+        except Exception as e:  # outlines-core raises plain exceptions (ValueError, TypeError...) for bad schemas
+            raise GrammarError(f"cannot compile regex from schema: {e}") from None
+        if not body.startswith(("\\{", "\\[")):
+            body = f"(?:{body})$"
+    return f"{JSON_LEADING_SPACE}(?:{body})"
+
+
+def bounded_integers_as_enums(node: Any) -> Any:
+    """outlines-core 0.2.14 ignores `minimum` / `maximum` on integers (it allowed 218 for maximum 65): rewrite a
+    bounded integer with at most MAX_INTEGER_ENUM values as an `enum` of them, which it does enforce."""
+    if isinstance(node, list):
+        return [bounded_integers_as_enums(v) for v in node]
+    if not isinstance(node, dict):
+        return node
+    node = {k: bounded_integers_as_enums(v) for k, v in node.items()}
+    bounds = _integer_bounds(node)
+    if bounds is not None and bounds[1] - bounds[0] < MAX_INTEGER_ENUM:
+        rest = {k: v for k, v in node.items() if k not in _INTEGER_KEYS}
+        return {**rest, "enum": list(range(bounds[0], bounds[1] + 1))}
+    return node
+
+
+_INTEGER_KEYS = {"type", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"}
+MAX_INTEGER_ENUM = 1000
+
+
+def _integer_bounds(node: dict) -> tuple[int, int] | None:
+    if node.get("type") != "integer" or "enum" in node or "const" in node:
+        return None
+    low = [math.ceil(node["minimum"])] if _is_number(node.get("minimum")) else []
+    low += [math.floor(node["exclusiveMinimum"]) + 1] if _is_number(node.get("exclusiveMinimum")) else []
+    high = [math.floor(node["maximum"])] if _is_number(node.get("maximum")) else []
+    high += [math.ceil(node["exclusiveMaximum"]) - 1] if _is_number(node.get("exclusiveMaximum")) else []
+    if not low or not high or max(low) > min(high):
+        return None
+    return max(low), min(high)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _generic_json_regex(schema: dict) -> str | None:
+    """A regex for `{}`, `{"type": "object"}` or `{"type": "array"}` (annotations aside); None for other schemas."""
+    rest = {k: v for k, v in schema.items() if k not in _ANNOTATIONS}
+    if not rest:
+        return _json_value(ANY_JSON_DEPTH)
+    if rest in ({"type": "object"}, {"type": "object", "additionalProperties": True}):
+        return _json_object(_json_value(ANY_CONTAINER_DEPTH - 1))
+    if rest == {"type": "array"}:
+        return _json_array(_json_value(ANY_CONTAINER_DEPTH - 1))
+    return None
+
+
+def _json_value(depth: int) -> str:
+    if depth == 0:
+        return _PRIMITIVE
+    inner = _json_value(depth - 1)
+    return f"(?:{_PRIMITIVE}|{_json_object(inner)}|{_json_array(inner)})"
+
+
+def _json_object(value: str) -> str:
+    ws, member = JSON_WHITESPACE, f"{_STRING}{JSON_WHITESPACE}:{JSON_WHITESPACE}{value}"
+    return rf"\{{{ws}(?:{member}(?:{ws},{ws}{member})*)?{ws}\}}"
+
+
+def _json_array(value: str) -> str:
+    ws = JSON_WHITESPACE
+    return rf"\[{ws}(?:{value}(?:{ws},{ws}{value})*)?{ws}\]"
+
+
+def ascii_digits(regex: str) -> str:
+    r"""Rewrite `\d` as `[0-9]` (`0-9` inside a class): Rust's `\d` is any Unicode digit, 20x slower to compile.
+
+    Every string the rewritten regex matches is matched by the original, so outputs stay valid.
+    """
+    if "--" in regex:
+        return regex  # class subtraction (`[\w--\d]`): narrowing `\d` could widen the class
+    out, i, classes = [], 0, []  # classes: one "negated?" flag per open character class (Rust nests them)
+    while i < len(regex):
+        c = regex[i]
+        if c == "\\" and i + 1 < len(regex):
+            nxt = regex[i + 1]
+            # Inside a negated class, narrowing `\d` would widen the class: keep it there.
+            if nxt == "d" and not any(classes):
+                out.append("0-9" if classes else "[0-9]")
+            else:
+                out.append(c + nxt)
+            i += 2
+            continue
+        out.append(c)
+        i += 1
+        if c == "[":
+            negated = i < len(regex) and regex[i] == "^"
+            classes.append(negated)
+            # A `]` right after `[` or `[^` is a literal, not the end of the class.
+            for lead in ("^", "]"):
+                if i < len(regex) and regex[i] == lead:
+                    out.append(lead)
+                    i += 1
+        elif c == "]" and classes:
+            classes.pop()
+    return "".join(out)
