@@ -44,14 +44,17 @@ class GrammarError(ValueError):
 
 @dataclass(frozen=True)
 class GrammarSpec:
-    """kind: "json" (any of TGI's JSON kinds, normalised) or "regex"; value: canonical schema JSON, or the regex."""
+    """kind: "json" (any of TGI's JSON kinds, normalised) or "regex"; value: the schema as JSON (its own key order,
+    which fixes the order properties are generated in), or the regex. `canonical`: the schema with sorted keys, so
+    the same schema written in another key order shares one cache entry."""
 
     kind: str
     value: str
+    canonical: str = ""
 
     @property
     def cache_key(self) -> tuple[str, str]:
-        return (self.kind, self.value)
+        return (self.kind, self.canonical or self.value)
 
 
 def parse_grammar(grammar: Any) -> GrammarSpec:
@@ -68,7 +71,9 @@ def parse_grammar(grammar: Any) -> GrammarSpec:
     if kind not in JSON_KINDS:
         raise GrammarError(f"grammar is not valid: unknown grammar type {kind!r} (expected json, json_object, "
                            "json_schema or regex)")
-    return GrammarSpec("json", _canonical_schema(_schema_of(kind, value)))
+    schema = _checked_schema(_schema_of(kind, value))
+    return GrammarSpec("json", json.dumps(schema, separators=(",", ":"), ensure_ascii=False),
+                       json.dumps(schema, sort_keys=True, separators=(",", ":"), ensure_ascii=False))
 
 
 def _schema_of(kind: str, value: Any) -> Any:
@@ -90,12 +95,12 @@ def _schema_of(kind: str, value: Any) -> Any:
     return value
 
 
-def _canonical_schema(schema: dict) -> str:
+def _checked_schema(schema: dict) -> dict:
     try:
         jsonschema.Draft202012Validator.check_schema(schema)
     except jsonschema.SchemaError as e:
         raise GrammarError(f"grammar is not valid: {e.message}") from None
-    return json.dumps(schema, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return schema
 
 
 def regex_of(spec: GrammarSpec) -> str:

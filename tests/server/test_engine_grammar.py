@@ -59,3 +59,11 @@ def test_regex_under_preemption(tiny_llama_dir, compiler):
         else:
             assert reason == FinishReason.LENGTH
     assert engine.block_manager.num_used_blocks == 0
+
+
+def test_properties_come_in_the_schema_order(tiny_llama_dir, compiler):
+    engine = Engine(EngineConfig(model_id=str(tiny_llama_dir)))
+    schema = {"type": "object", "properties": {"zeta": {"type": "boolean"}, "alpha": {"type": "boolean"}},
+              "required": ["zeta", "alpha"], "additionalProperties": False}
+    for text, reason in run(engine, compiler, {"type": "json", "value": schema}, 4, 40):
+        assert text.lstrip().startswith('{"zeta"') or text.lstrip().startswith('{ "zeta"'), text

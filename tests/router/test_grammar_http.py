@@ -1,0 +1,113 @@
+"""`grammar` through the HTTP API: /generate and /generate_stream, TGI's 422 messages, and a slow-compiling grammar
+that must not hold up the tokens of other running streams (compilation runs off the engine thread)."""
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+
+import httpx
+import jsonschema
+import pytest
+
+pytestmark = pytest.mark.timeout(180)
+
+SCHEMA = {"type": "object", "properties": {"answer": {"type": "integer", "minimum": 0, "maximum": 99},
+                                           "unit": {"enum": ["apples", "pears"]}},
+          "required": ["answer", "unit"], "additionalProperties": False}
+# Compiles in seconds with outlines-core (its automaton blows up with the nested counted repetitions).
+SLOW_REGEX = "(?:[a-z]{0,25}[0-9]{0,25}){25}x"
+
+
+@pytest.fixture(scope="module")
+def http(server, auth_headers):
+    with httpx.Client(base_url=server.url, headers=auth_headers, timeout=60) as client:
+        yield client
+
+
+def sampled(seed: int, grammar: dict, max_new_tokens: int = 48) -> dict:
+    return {"max_new_tokens": max_new_tokens, "do_sample": True, "seed": seed, "details": True, "grammar": grammar}
+
+
+def test_json_grammar_on_generate(http):
+    done = 0
+    for seed in range(8):
+        r = http.post("/generate", json={"inputs": "Question: how many?", "parameters": sampled(seed, {
+            "type": "json", "value": SCHEMA})})
+        assert r.status_code == 200, r.text
+        body = r.json()
+        if body["details"]["finish_reason"] == "eos_token":
+            jsonschema.validate(json.loads(body["generated_text"]), SCHEMA)
+            done += 1
+    assert done, "no constrained generation ended within 48 tokens"
+
+
+def test_regex_grammar_on_generate_stream(http):
+    pattern = r"[0-9]{1,3} (apples|pears)\."
+    for seed in range(4):
+        with http.stream("POST", "/generate_stream", json={"inputs": "Answer:", "parameters": sampled(
+                seed, {"type": "regex", "value": pattern}, 16)}) as r:
+            events = [json.loads(line[5:]) for line in r.iter_lines() if line.startswith("data:")]
+        final = events[-1]
+        text = "".join(e["token"]["text"] for e in events if not e["token"]["special"])
+        assert final["generated_text"] == text
+        if final["details"]["finish_reason"] == "eos_token":
+            assert re.fullmatch(pattern, text), text
+
+
+@pytest.mark.parametrize("grammar, message", [
+    ({"type": "json", "value": {"type": "object", "properties": {"a": {"type": "nonsense"}}}},
+     "Input validation error: grammar is not valid: "),
+    ({"type": "json", "value": "{not json"}, "Input validation error: grammar is not valid: "),
+    ({"type": "regex", "value": "(unclosed"}, "Input validation error: grammar is not valid: "),
+    ({"type": "yaml", "value": "a: 1"}, "Failed to deserialize the JSON body into the target type: "),
+])
+def test_invalid_grammars_get_tgi_422(http, grammar, message):
+    r = http.post("/generate", json={"inputs": "x", "parameters": {"grammar": grammar}})
+    assert r.status_code == 422, r.text
+    assert r.json()["error"].startswith(message), r.json()["error"]
+
+
+def test_grammar_support_can_be_disabled(tiny_llama_dir, engine_client):
+    from router.app import create_app
+    from router.config import RouterConfig
+    from tests.router.conftest import LiveServer
+
+    with LiveServer(create_app(engine_client, RouterConfig(disable_grammar_support=True))) as live:
+        r = httpx.post(live.url + "/generate", json={"inputs": "x", "parameters": {
+            "grammar": {"type": "regex", "value": "a+"}}}, timeout=30)
+    assert r.status_code == 422 and r.json()["error"] == "Input validation error: grammar is not supported"
+
+
+def test_slow_grammar_times_out_without_stalling_other_streams(engine_client, auth_headers):
+    from router.app import create_app
+    from router.config import RouterConfig
+    from tests.router.conftest import LiveServer
+
+    with LiveServer(create_app(engine_client, RouterConfig(grammar_compile_timeout_s=1.5))) as live:
+        stamps: list[float] = []
+        started = threading.Event()
+
+        def stream():
+            body = {"inputs": "Question:", "parameters": {"max_new_tokens": 400, "stop": ["never-matches"]}}
+            with httpx.stream("POST", live.url + "/generate_stream", json=body, timeout=120) as r:
+                for line in r.iter_lines():
+                    if line.startswith("data:"):
+                        stamps.append(time.monotonic())
+                        started.set()
+
+        reader = threading.Thread(target=stream)
+        reader.start()
+        assert started.wait(30)
+        sent = time.monotonic()
+        r = httpx.post(live.url + "/generate", json={"inputs": "x", "parameters": {
+            "grammar": {"type": "regex", "value": SLOW_REGEX}}}, timeout=60)
+        answered = time.monotonic()
+        reader.join(120)
+    assert r.status_code == 422 and "took longer than 1.5 s" in r.json()["error"], r.text
+    assert answered - sent < 10
+    during = [t for t in stamps if sent <= t <= answered]
+    gaps = [b - a for a, b in zip(during, during[1:])]
+    assert len(during) > 5, "the running stream produced no tokens while the grammar compiled"
+    assert max(gaps) < 0.5, f"the stream stalled for {max(gaps):.2f} s during the compile"
