@@ -228,3 +228,20 @@ def test_invocations_dispatches_messages(server, auth_headers):
     assert response.status_code == 422 and response.json()["error"]["message"].startswith("Tool error:")
     response = httpx.post(f"{server.url}/invocations", headers=auth_headers, json={"prompt": "x", "suffix": "y"})
     assert response.status_code == 422 and response.json()["error_type"] == "suffix not supported"
+
+
+def test_bundled_model_chats_in_its_question_answer_format():
+    """The bundled model's chat_template.jinja renders the conversation as the Question/Answer text it was trained on."""
+    from pathlib import Path
+
+    from transformers import AutoTokenizer
+
+    from router.chat_template import load_chat_template
+
+    model = Path(__file__).resolve().parents[2] / "models" / "rho-math-tiny"
+    template = load_chat_template(model, AutoTokenizer.from_pretrained(model))
+    text = template.render([{"role": "system", "content": "Solve."}, {"role": "user", "content": "What is 2+3?"},
+                            {"role": "assistant", "content": "2 + 3 = 5. The answer is 5."},
+                            {"role": "user", "content": "And 4+4?"}])
+    assert text == ("<s>Solve.\n\nQuestion: What is 2+3?\nAnswer: 2 + 3 = 5. The answer is 5.\n\n"
+                    "Question: And 4+4?\nAnswer:")

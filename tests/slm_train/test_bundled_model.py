@@ -14,10 +14,11 @@ FEW_SHOT = ROOT.parent / "shared" / "rho-eval" / "prompts" / "cot" / "gsm8k.md"
 
 def test_bundled_model_is_small_and_complete():
     files = {p.name: p.stat().st_size for p in MODEL.iterdir()}
-    assert {"config.json", "model.safetensors", "generation_config.json", "tokenizer.json", "README.md"} <= set(files)
+    assert {"config.json", "model.safetensors", "generation_config.json", "tokenizer.json", "README.md",
+            "chat_template.jinja"} <= set(files)
     assert sum(files.values()) <= 20 * 2**20
     card = (MODEL / "README.md").read_text()
-    assert "Selective Language Modeling" in card and "EVAL-RESULTS" in card
+    assert "Selective Language Modeling" in card and "## Evaluation (rho-eval)" in card and "GSM8K" in card
 
 
 def test_bundled_model_holds_a_few_shot_prompt_and_engine_matches_transformers():
