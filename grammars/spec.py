@@ -16,6 +16,8 @@ from typing import Any
 import jsonschema
 from outlines_core.json_schema import DATE, build_regex_from_schema
 
+from grammars.integer_range import integer_range_regex
+
 # One optional space between JSON tokens: a weak or random model cannot loop on whitespace (TGI's choice too).
 JSON_WHITESPACE = r"[ ]?"
 # SentencePiece models usually start a text with a `▁`-prefixed token (" {"): JSON may open with one space.
@@ -118,9 +120,15 @@ def regex_of(spec: GrammarSpec) -> str:
     body = _generic_json_regex(schema)
     if body is None:
         try:
-            body = build_regex_from_schema(json.dumps(bounded_integers_as_enums(schema)), JSON_WHITESPACE)
+            ranges: dict[str, str] = {}
+            body = build_regex_from_schema(json.dumps(bounded_integers_as_placeholders(schema, ranges)),
+                                           JSON_WHITESPACE)
+            for placeholder, range_regex in ranges.items():
+                body = body.replace(placeholder, range_regex)
             # Its format regexes use `\d`, which admits any Unicode digit ("꧱4߇１-02-04" as a date).
             body = ascii_digits(body.replace(DATE, _CALENDAR_DATE))
+        except GrammarError:
+            raise
         except Exception as e:  # outlines-core raises plain exceptions (ValueError, TypeError...) for bad schemas
             raise GrammarError(f"cannot compile regex from schema: {e}") from None
         if not body.startswith(("\\{", "\\[")):
@@ -128,35 +136,41 @@ def regex_of(spec: GrammarSpec) -> str:
     return f"{JSON_LEADING_SPACE}(?:{body})"
 
 
-def bounded_integers_as_enums(node: Any) -> Any:
-    """outlines-core 0.2.14 ignores `minimum` / `maximum` on integers (it allowed 218 for maximum 65): rewrite a
-    bounded integer with at most MAX_INTEGER_ENUM values as an `enum` of them, which it does enforce."""
+def bounded_integers_as_placeholders(node: Any, ranges: dict[str, str]) -> Any:
+    """outlines-core 0.2.14 ignores `minimum` / `maximum` on integers (it allowed 218 for maximum 65): swap each
+    bounded integer for a unique string constant, and record the exact range regex that replaces its (quoted,
+    regex-escaped) text once outlines-core has built the rest."""
     if isinstance(node, list):
-        return [bounded_integers_as_enums(v) for v in node]
+        return [bounded_integers_as_placeholders(v, ranges) for v in node]
     if not isinstance(node, dict):
         return node
-    node = {k: bounded_integers_as_enums(v) for k, v in node.items()}
+    node = {k: bounded_integers_as_placeholders(v, ranges) for k, v in node.items()}
     bounds = _integer_bounds(node)
-    if bounds is not None and bounds[1] - bounds[0] < MAX_INTEGER_ENUM:
-        rest = {k: v for k, v in node.items() if k not in _INTEGER_KEYS}
-        return {**rest, "enum": list(range(bounds[0], bounds[1] + 1))}
-    return node
+    if bounds is None:
+        return node
+    placeholder = f"RHOINTRANGE{len(ranges)}"
+    try:
+        ranges[f'"{placeholder}"'] = integer_range_regex(*bounds)
+    except ValueError as e:
+        raise GrammarError(f"grammar is not valid: {e}") from None
+    rest = {k: v for k, v in node.items() if k not in _INTEGER_KEYS}
+    return {**rest, "const": placeholder}
 
 
 _INTEGER_KEYS = {"type", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"}
-MAX_INTEGER_ENUM = 1000
 
 
-def _integer_bounds(node: dict) -> tuple[int, int] | None:
+def _integer_bounds(node: dict) -> tuple[int | None, int | None] | None:
+    """(low, high) of a bounded integer schema (None: that side is open); None when it is not one."""
     if node.get("type") != "integer" or "enum" in node or "const" in node:
         return None
     low = [math.ceil(node["minimum"])] if _is_number(node.get("minimum")) else []
     low += [math.floor(node["exclusiveMinimum"]) + 1] if _is_number(node.get("exclusiveMinimum")) else []
     high = [math.floor(node["maximum"])] if _is_number(node.get("maximum")) else []
     high += [math.ceil(node["exclusiveMaximum"]) - 1] if _is_number(node.get("exclusiveMaximum")) else []
-    if not low or not high or max(low) > min(high):
+    if not low and not high:
         return None
-    return max(low), min(high)
+    return (max(low) if low else None, min(high) if high else None)
 
 
 def _is_number(value: Any) -> bool:
