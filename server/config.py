@@ -4,7 +4,7 @@ The router's CLI builds it from TGI-named flags; the engine reads nothing else. 
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "models" / "rho-math-tiny"
@@ -32,7 +32,6 @@ class EngineConfig:
     watermark_delta: float = 2.0
     num_threads: int | None = None  # torch intra-op threads on CPU; None: torch's default
     wedge_timeout_s: float = 60.0  # a step running longer than this marks the engine unhealthy
-    extra: dict = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
         if self.block_size <= 0 or self.block_size & (self.block_size - 1):
