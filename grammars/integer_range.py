@@ -53,3 +53,34 @@ def _same_length(lo: str, hi: str) -> list[str]:
 
 def _digit_class(a: str, b: str) -> str:
     return a if a == b else f"[{a}-{b}]"
+
+
+def number_range_regex(low: int | None, high: int | None) -> str:
+    """Plain JSON numbers x (no exponent) with low <= x <= high, for integer bounds (None: open).
+
+    Non-integer or exclusive bounds are rounded inward by the caller: the language is then a subset of the allowed
+    values, so every output still validates. Non-negative x is `m` or `m.fff` with m in [low, high - 1], or exactly
+    `high` (`.000` allowed); negative x is `-m.fff` with -(m + 0.fff) inside the bounds, the same way round.
+    """
+    fraction, zeros = r"(?:\.[0-9]+)?", r"(?:\.0+)?"
+    parts: list[str] = []
+    if high is None or high >= 0:
+        start = max(low or 0, 0)
+        if high is None:
+            parts.append(integer_range_regex(start, None) + fraction)
+        else:
+            if start <= high - 1:
+                parts.append(integer_range_regex(start, high - 1) + fraction)
+            parts.append(str(high) + zeros)
+    if low is None or low < 0:
+        # -(m + f) >= low  <=>  m + f <= -low;  -(m + f) <= min(high, 0)  <=>  m + f >= -min(high, 0)
+        floor = max(-high, 0) if high is not None and high < 0 else 0
+        if low is None:
+            parts.append("-" + integer_range_regex(floor, None) + fraction)
+        else:
+            if floor <= -low - 1:
+                parts.append("-" + integer_range_regex(floor, -low - 1) + fraction)
+            parts.append(f"-{-low}" + zeros)
+    if not parts:
+        raise ValueError(f"no number lies in [{low}, {high}]")
+    return "(?:" + "|".join(parts) + ")"

@@ -16,7 +16,7 @@ from typing import Any
 import jsonschema
 from outlines_core.json_schema import DATE, build_regex_from_schema
 
-from grammars.integer_range import integer_range_regex
+from grammars.integer_range import integer_range_regex, number_range_regex
 
 # One optional space between JSON tokens: a weak or random model cannot loop on whitespace (TGI's choice too).
 JSON_WHITESPACE = r"[ ]?"
@@ -137,32 +137,39 @@ def regex_of(spec: GrammarSpec) -> str:
 
 
 def bounded_integers_as_placeholders(node: Any, ranges: dict[str, str]) -> Any:
-    """outlines-core 0.2.14 ignores `minimum` / `maximum` on integers (it allowed 218 for maximum 65): swap each
-    bounded integer for a unique string constant, and record the exact range regex that replaces its (quoted,
-    regex-escaped) text once outlines-core has built the rest."""
+    """outlines-core 0.2.14 ignores `minimum` / `maximum` (it allowed 218 for maximum 65): swap each bounded integer
+    or number for a unique string constant, and record the range regex that replaces its (quoted) text once
+    outlines-core has built the rest. Number bounds are rounded inward to integers (a subset of the allowed values:
+    outputs still validate); a number range holding no integer is left to outlines-core, unenforced."""
     if isinstance(node, list):
         return [bounded_integers_as_placeholders(v, ranges) for v in node]
     if not isinstance(node, dict):
         return node
     node = {k: bounded_integers_as_placeholders(v, ranges) for k, v in node.items()}
-    bounds = _integer_bounds(node)
+    bounds = _bounds(node)
     if bounds is None:
         return node
-    placeholder = f"RHOINTRANGE{len(ranges)}"
     try:
-        ranges[f'"{placeholder}"'] = integer_range_regex(*bounds)
+        if node["type"] == "integer":
+            regex = integer_range_regex(*bounds)
+        else:
+            regex = number_range_regex(*bounds)
     except ValueError as e:
+        if node["type"] == "number":
+            return node
         raise GrammarError(f"grammar is not valid: {e}") from None
-    rest = {k: v for k, v in node.items() if k not in _INTEGER_KEYS}
+    placeholder = f"RHORANGE{len(ranges)}"
+    ranges[f'"{placeholder}"'] = regex
+    rest = {k: v for k, v in node.items() if k not in _BOUND_KEYS}
     return {**rest, "const": placeholder}
 
 
-_INTEGER_KEYS = {"type", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"}
+_BOUND_KEYS = {"type", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"}
 
 
-def _integer_bounds(node: dict) -> tuple[int | None, int | None] | None:
-    """(low, high) of a bounded integer schema (None: that side is open); None when it is not one."""
-    if node.get("type") != "integer" or "enum" in node or "const" in node:
+def _bounds(node: dict) -> tuple[int | None, int | None] | None:
+    """Integer (low, high) inside a bounded integer or number schema (None: that side is open); None otherwise."""
+    if node.get("type") not in ("integer", "number") or "enum" in node or "const" in node:
         return None
     low = [math.ceil(node["minimum"])] if _is_number(node.get("minimum")) else []
     low += [math.floor(node["exclusiveMinimum"]) + 1] if _is_number(node.get("exclusiveMinimum")) else []

@@ -67,3 +67,17 @@ def test_properties_come_in_the_schema_order(tiny_llama_dir, compiler):
               "required": ["zeta", "alpha"], "additionalProperties": False}
     for text, reason in run(engine, compiler, {"type": "json", "value": schema}, 4, 40):
         assert text.lstrip().startswith('{"zeta"') or text.lstrip().startswith('{ "zeta"'), text
+
+
+def test_number_and_integer_bounds_hold(tiny_llama_dir, compiler):
+    engine = Engine(EngineConfig(model_id=str(tiny_llama_dir)))
+    schema = {"type": "object", "properties": {
+        "confidence": {"type": "number", "minimum": 0, "maximum": 1},
+        "count": {"type": "integer", "exclusiveMinimum": 10},
+        "delta": {"type": "number", "minimum": -5.5, "exclusiveMaximum": 0}},
+        "required": ["confidence", "count", "delta"], "additionalProperties": False}
+    results = run(engine, compiler, {"type": "json", "value": schema}, 16, 60, seed0=100)
+    finished = [text for text, reason in results if reason == FinishReason.EOS_TOKEN]
+    assert finished
+    for text in finished:
+        jsonschema.validate(json.loads(text), schema)
