@@ -55,6 +55,13 @@ def run_engine(model_dir: Path, work, concurrency: int) -> dict:
         return out
 
     engine.runner.forward = timed_forward
+    split = {"prefill": [0, 0.0], "decode": [0, 0.0]}  # method -> [steps, seconds]
+
+    def observe(step) -> None:
+        split[step.method][0] += 1
+        split[step.method][1] += step.total_s
+
+    engine.add_step_observer(observe)
     queue = [EngineRequest(f"r{i}", tuple(p), SamplingParams(max_new_tokens=m, ignore_eos=True))
              for i, (p, m) in enumerate(work)]
     in_flight, done, tokens = 0, 0, 0
@@ -70,8 +77,10 @@ def run_engine(model_dir: Path, work, concurrency: int) -> dict:
                 done += 1
     elapsed = time.perf_counter() - start
     steps = engine.stats().num_steps
-    return {"tokens": tokens, "seconds": elapsed, "steps": steps,
-            "step_ms": 1000 * elapsed / steps, "forward_ms": 1000 * forward_time[0] / steps}
+    return {"tokens": tokens, "seconds": elapsed, "steps": steps, "prompt_tokens": sum(len(p) for p, _ in work),
+            "step_ms": 1000 * elapsed / steps, "forward_ms": 1000 * forward_time[0] / steps,
+            "prefill_steps": split["prefill"][0], "prefill_s": split["prefill"][1],
+            "decode_steps": split["decode"][0], "decode_s": split["decode"][1]}
 
 
 @torch.inference_mode()
@@ -124,6 +133,8 @@ def main(argv: list[str] | None = None) -> None:
             print(f"{label:<34}{rate[name]:>10.1f}{rate['engine'] / rate[name]:>11.2f}x")
     print(f"engine step {engine['step_ms']:.2f} ms vs model forward {engine['forward_ms']:.2f} ms: "
           f"overhead {engine['step_ms'] / engine['forward_ms']:.2f}x over {engine['steps']} steps")
+    print(f"engine time: {engine['prefill_steps']} steps with prompt chunks ({engine['prompt_tokens']} prompt tokens) "
+          f"{engine['prefill_s']:.2f} s, {engine['decode_steps']} decode-only steps {engine['decode_s']:.2f} s")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
 
