@@ -213,7 +213,8 @@ async def _chat(state: RouterState, body: dict, request: Request) -> Response:
         valid = await state.validator.validate(prompt, params, stream=req.stream, add_special_tokens=False)
         runs = choice_runs(valid, req.n, req.seed, top_n)
         if req.stream:
-            return sse_response(_chat_events(routes, req, runs, mode, meta), state.config.keep_alive_s)
+            return sse_response(_openai_stream(state, _chat_events(routes, req, runs, mode, meta)),
+                                state.config.keep_alive_s)
         gens = await run_all(state.infer.generate(run, cut_stop=True) for run in runs)
     state.metrics.request_success.inc()
     choices = [_chat_choice(routes, req, i, gen, mode) for i, gen in enumerate(gens)]
@@ -250,27 +251,21 @@ async def _chat_events(routes: OpenAIRoutes, req: ChatCompletionRequest, runs: l
 
     for i in range(len(runs)):
         yield event(i, {"role": "assistant", "content": ""})
-    try:
-        async with state.infer.slot():
-            async for i, item in merged([state.infer.stream(run, cut_stop=True) for run in runs]):
-                num_generated[i] = item.num_generated_tokens
-                logprobs = {"content": [chat_logprob(routes.pieces, item.token, item.top_tokens)]} \
-                    if req.logprobs else None
-                deltas = parsers[i].feed(item.text)
-                if item.finish_reason is not None:
-                    deltas += parsers[i].finish()
-                for j, delta in enumerate(deltas or ([{}] if logprobs else [])):
-                    yield event(i, _delta_json(delta), logprobs if j == 0 else None)
-                if item.finish_reason is not None:
-                    yield event(i, {}, None, finish_reason(parsers[i], item.finish_reason.value))
-        if req.include_usage:
-            num_prompt = len(runs[0].prompt_token_ids)
-            yield _sse({**chunk, "choices": [], "usage": usage(num_prompt, sum(num_generated))})
-        state.metrics.request_success.inc()
-    except RouterError as e:
-        state.metrics.observe_failure(e.error_type)
-        yield _stream_error(e)
-    yield {"data": "[DONE]"}
+    async with state.infer.slot():
+        async for i, item in merged([state.infer.stream(run, cut_stop=True) for run in runs]):
+            num_generated[i] = item.num_generated_tokens
+            logprobs = {"content": [chat_logprob(routes.pieces, item.token, item.top_tokens)]} \
+                if req.logprobs else None
+            deltas = parsers[i].feed(item.text)
+            if item.finish_reason is not None:
+                deltas += parsers[i].finish()
+            for j, delta in enumerate(deltas or ([{}] if logprobs else [])):
+                yield event(i, _delta_json(delta), logprobs if j == 0 else None)
+            if item.finish_reason is not None:
+                yield event(i, {}, None, finish_reason(parsers[i], item.finish_reason.value))
+    if req.include_usage:
+        num_prompt = len(runs[0].prompt_token_ids)
+        yield _sse({**chunk, "choices": [], "usage": usage(num_prompt, sum(num_generated))})
 
 
 def _delta_json(delta: dict) -> dict:
@@ -293,7 +288,8 @@ async def _completions(state: RouterState, body: dict, request: Request) -> Resp
         echo_logprobs = req.echo and req.logprobs is not None
         runs = [run for v in valids for run in choice_runs(v, req.n, req.seed, top_n, echo_logprobs)]
         if req.stream:
-            return sse_response(_completion_events(routes, req, valids, runs, meta), state.config.keep_alive_s)
+            return sse_response(_openai_stream(state, _completion_events(routes, req, valids, runs, meta)),
+                                state.config.keep_alive_s)
         gens = await run_all(state.infer.generate(run, cut_stop=True) for run in runs)
     state.metrics.request_success.inc()
     choices = [_completion_choice(routes, req, i, valids[i // req.n], gen) for i, gen in enumerate(gens)]
@@ -340,32 +336,26 @@ async def _completion_events(routes: OpenAIRoutes, req: CompletionRequest, valid
     def event(index: int, text: str, logprobs=None, finish: str | None = None) -> dict:
         return _sse({**chunk, "choices": [{"index": index, "text": text, "logprobs": logprobs,
                                            "finish_reason": finish}]})
-    try:
-        async with state.infer.slot():
-            async for i, item in merged([state.infer.stream(run, cut_stop=True) for run in runs]):
-                num_generated[i] = item.num_generated_tokens
-                if item.index == 1 and req.echo:
-                    prompt = _echo_text(valids[i // req.n])
-                    lp = completion_logprobs(routes.pieces, item.prefill, prompt, [], [], []) \
-                        if req.logprobs is not None else None
-                    yield event(i, prompt, lp)
-                lp = None
-                if req.logprobs is not None:
-                    lp = completion_logprobs(routes.pieces, [], "", [item.token], [item.top_tokens], [item.text],
-                                             start=offsets[i])
-                offsets[i] += len(item.text)
-                if item.text or lp is not None:
-                    yield event(i, item.text, lp)
-                if item.finish_reason is not None:
-                    yield event(i, "", None, "length" if item.finish_reason == FinishReason.LENGTH else "stop")
-        if req.include_usage:
-            num_prompt = sum(len(v.prompt_token_ids) for v in valids)
-            yield _sse({**chunk, "choices": [], "usage": usage(num_prompt, sum(num_generated))})
-        state.metrics.request_success.inc()
-    except RouterError as e:
-        state.metrics.observe_failure(e.error_type)
-        yield _stream_error(e)
-    yield {"data": "[DONE]"}
+    async with state.infer.slot():
+        async for i, item in merged([state.infer.stream(run, cut_stop=True) for run in runs]):
+            num_generated[i] = item.num_generated_tokens
+            if item.index == 1 and req.echo:
+                prompt = _echo_text(valids[i // req.n])
+                lp = completion_logprobs(routes.pieces, item.prefill, prompt, [], [], []) \
+                    if req.logprobs is not None else None
+                yield event(i, prompt, lp)
+            lp = None
+            if req.logprobs is not None:
+                lp = completion_logprobs(routes.pieces, [], "", [item.token], [item.top_tokens], [item.text],
+                                         start=offsets[i])
+            offsets[i] += len(item.text)
+            if item.text or lp is not None:
+                yield event(i, item.text, lp)
+            if item.finish_reason is not None:
+                yield event(i, "", None, "length" if item.finish_reason == FinishReason.LENGTH else "stop")
+    if req.include_usage:
+        num_prompt = sum(len(v.prompt_token_ids) for v in valids)
+        yield _sse({**chunk, "choices": [], "usage": usage(num_prompt, sum(num_generated))})
 
 
 # ---- shared ------------------------------------------------------------------------------------------------------
@@ -373,6 +363,21 @@ async def _completion_events(routes: OpenAIRoutes, req: CompletionRequest, valid
 def _meta(prefix: str, state: RouterState) -> dict:
     return {"id": f"{prefix}-{uuid.uuid4().hex}", "created": int(time.time()), "model": state.model_id,
             "system_fingerprint": SYSTEM_FINGERPRINT}
+
+
+async def _openai_stream(state: RouterState, events: AsyncIterator[dict]) -> AsyncIterator[dict]:
+    """How every OpenAI stream ends: counted as a success, or one error event; then `data: [DONE]`. Closing the inner
+    generator at once matters: it releases the concurrency slot and aborts the engine sequences of a gone client."""
+    try:
+        async for event in events:
+            yield event
+        state.metrics.request_success.inc()
+    except RouterError as e:
+        state.metrics.observe_failure(e.error_type)
+        yield _stream_error(e)
+    finally:
+        await events.aclose()
+    yield {"data": "[DONE]"}
 
 
 def _stream_error(e: RouterError) -> dict:
