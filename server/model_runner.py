@@ -24,8 +24,7 @@ class StepInputs:
     meta: AttentionMetadata
     sample_rows: list[int]  # row of the last token of each sampling chunk
     sample_seqs: list[Sequence]
-    prompt_rows: list[tuple[Sequence, int, int]]  # (seq, first row, first position) of prompt-logprob spans
-    prompt_lens: list[int]
+    prompt_rows: list[tuple[Sequence, int, int, int]]  # prompt-logprob chunks: (seq, row, position, length)
 
 
 class ModelRunner:
@@ -75,7 +74,7 @@ class ModelRunner:
                 sample_rows.append(row0 + n - 1)
                 sample_seqs.append(seq)
             if seq.prompt_logprobs is not None and len(seq.prompt_logprobs) < seq.num_prompt_tokens:
-                prompt_rows.append((seq, row0, start))
+                prompt_rows.append((seq, row0, start, n))
         max_blocks = max(len(c.seq.block_table) for c in chunks)
         tables = [c.seq.block_table + [0] * (max_blocks - len(c.seq.block_table)) for c in chunks]
         dev = self.device
@@ -88,7 +87,7 @@ class ModelRunner:
         ).prepare()
         return StepInputs(torch.tensor(ids, dtype=torch.int64, device=dev),
                           torch.tensor(positions, dtype=torch.int64, device=dev), meta, sample_rows, sample_seqs,
-                          prompt_rows, q_lens)
+                          prompt_rows)
 
     @torch.inference_mode()
     def forward(self, inputs: StepInputs) -> torch.Tensor:
@@ -103,25 +102,18 @@ class ModelRunner:
         records prompt logprobs on the sequences that asked for them."""
         inputs = self.prepare(chunks)
         hidden = self.forward(inputs)
-        for seq, row0, start in inputs.prompt_rows:
-            self._record_prompt_logprobs(seq, hidden, row0, start, inputs)
+        for seq, row0, start, n in inputs.prompt_rows:
+            self._record_prompt_logprobs(seq, hidden, row0, start, n)
         logits = self.model.compute_logits(hidden[inputs.sample_rows])
         return logits, inputs.sample_seqs
 
-    def _record_prompt_logprobs(self, seq: Sequence, hidden: torch.Tensor, row0: int, start: int,
-                                inputs: StepInputs) -> None:
+    def _record_prompt_logprobs(self, seq: Sequence, hidden: torch.Tensor, row0: int, start: int, n: int) -> None:
         # The logits at position p score prompt token p + 1 (raw distribution: no penalties or warpers).
         first = len(seq.prompt_logprobs) - 1  # next position whose successor is unscored
-        end = min(start + self._chunk_len(inputs, row0), seq.num_prompt_tokens - 1)
+        end = min(start + n, seq.num_prompt_tokens - 1)
         if first < start or end <= first:
             return
         rows = hidden[row0 + first - start: row0 + end - start]
         logprobs = torch.log_softmax(self.model.compute_logits(rows), dim=-1)
         targets = torch.tensor(seq.token_ids[first + 1:end + 1], device=logprobs.device)
         seq.prompt_logprobs.extend(logprobs.gather(1, targets[:, None]).squeeze(1).tolist())
-
-    @staticmethod
-    def _chunk_len(inputs: StepInputs, row0: int) -> int:
-        starts = inputs.meta.query_start_loc.tolist()
-        i = starts.index(row0)
-        return starts[i + 1] - starts[i]

@@ -38,6 +38,21 @@ def server(engine_client):
         yield live
 
 
+@pytest.fixture(scope="module")
+def client(server):
+    """The OpenAI SDK pointed at the main server."""
+    import openai
+
+    return openai.OpenAI(base_url=f"{server.url}/v1", api_key=API_KEY, max_retries=0)
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tiny_llama_dir):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(tiny_llama_dir))
+
+
 @pytest.fixture(scope="session")
 def auth_headers() -> dict:
     return {"Authorization": f"Bearer {API_KEY}"}

@@ -15,18 +15,6 @@ from tests.router.conftest import API_KEY
 QUESTION = [{"role": "user", "content": "Natalia has 48 clips. How many clips does she have?"}]
 
 
-@pytest.fixture(scope="module")
-def client(server) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{server.url}/v1", api_key=API_KEY, max_retries=0)
-
-
-@pytest.fixture(scope="module")
-def tokenizer(tiny_llama_dir):
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(str(tiny_llama_dir))
-
-
 def _raw(client: openai.OpenAI, **kwargs) -> tuple[dict, ChatCompletion]:
     """The body as sent (strictly validated against the SDK's own type) and the SDK's object."""
     response = client.chat.completions.with_raw_response.create(model="tiny", **kwargs)

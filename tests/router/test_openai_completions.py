@@ -8,21 +8,7 @@ import openai
 import pytest
 from openai.types import Completion
 
-from tests.router.conftest import API_KEY
-
 PROMPTS = ["Question: Ken has 3 books and buys 4 more. How many books does Ken have?\nAnswer:", "Compute 12 * 3 ="]
-
-
-@pytest.fixture(scope="module")
-def client(server) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{server.url}/v1", api_key=API_KEY, max_retries=0)
-
-
-@pytest.fixture(scope="module")
-def tokenizer(tiny_llama_dir):
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(str(tiny_llama_dir))
 
 
 def _create(client, **kwargs) -> Completion:

@@ -26,11 +26,6 @@ MESSAGES = [{"role": "user", "content": "What is the weather in Paris?"}]
 
 
 @pytest.fixture(scope="module")
-def client(server) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{server.url}/v1", api_key=API_KEY, max_retries=0)
-
-
-@pytest.fixture(scope="module")
 def brace_ids(tiny_llama_dir) -> list[str]:
     """Token ids whose text opens a JSON object (`{`, `▁{`, ...): a logit bias on them steers `auto`."""
     from transformers import AutoTokenizer
