@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import math
 import secrets
 import time
 import uuid
@@ -22,8 +23,12 @@ from server.protocol import EngineRequest, FinishReason, TokenEvent
 class TokenInfo:
     id: int
     text: str
-    logprob: float | None
+    logprob: float | None  # finite or None: -inf (a token top-k masked out) is None, as serde_json writes it (TGI)
     special: bool = False
+
+    def __post_init__(self):
+        if self.logprob is not None and not math.isfinite(self.logprob):
+            object.__setattr__(self, "logprob", None)
 
 
 @dataclass(frozen=True)

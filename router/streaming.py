@@ -73,7 +73,7 @@ async def tgi_events(items: AsyncIterator[StreamItem], valid: ValidRequest,
     """StreamItems -> SSE `data` payloads; an error becomes one in-band event (the 200 is already sent)."""
     try:
         async for item in items:
-            yield {"data": json.dumps(stream_event(item, valid), separators=(",", ":"))}
+            yield {"data": json.dumps(stream_event(item, valid), separators=(",", ":"), allow_nan=False)}
     except RouterError as e:
         if on_error is not None:
             on_error(e)
