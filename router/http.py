@@ -7,6 +7,7 @@ handed to the tokenizer). Anything unexpected still ends as one logged line and 
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import math
@@ -19,6 +20,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel
 from pydantic import ValidationError as PydanticValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.responses import JSONResponse
 
 from router.errors import RouterError
@@ -173,6 +175,8 @@ def install_error_handlers(app: FastAPI, on_error=None) -> None:
 
     # No `Exception` handler here: Starlette would log a traceback and re-raise it to uvicorn (a second one).
     app.add_middleware(LastResort)
+    dropped = RouterError("the client disconnected before the response", 499, "dropped")
+    app.add_middleware(CancelOnDisconnect, on_drop=(lambda: on_error(dropped)) if on_error is not None else None)
 
 
 def finite_or_none(value: float | None) -> float | None:
@@ -202,6 +206,8 @@ class LastResort:
 
         try:
             await self.app(scope, receive, tracking_send)
+        except ClientDisconnect:
+            return  # the client left while sending its body: nobody to answer, nothing went wrong here
         except Exception:  # noqa: BLE001 - the one place that may catch everything
             request_id = dict(scope.get("headers") or ()).get(b"x-request-id", b"").decode("latin-1")[:64]
             request_id = request_id or uuid.uuid4().hex
@@ -212,3 +218,73 @@ class LastResort:
                                          "error_type": "internal"}, status_code=500,
                                         headers={"x-request-id": request_id})
                 await response(scope, receive, send)
+
+
+class CancelOnDisconnect:
+    """ASGI middleware: a client that disconnects before its response started cancels the route at once.
+
+    Non-streaming generation would otherwise run to its last token for nobody. Cancelling the route's task unwinds it
+    through its `finally`s: the concurrency permit is released and every engine sequence is aborted (router.infer).
+    Once the body is read, one watcher awaits the next ASGI message (uvicorn sends `http.disconnect` when the
+    connection drops); the route's own later `receive()` calls (sse_starlette listens too) share that message. After
+    the response started, a disconnect is the route's business (streams handle it) and is only passed on.
+    """
+
+    def __init__(self, app, on_drop=None):
+        self.app, self.on_drop = app, on_drop
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        state = _DisconnectWatch(receive)
+        task = asyncio.current_task()
+
+        async def watched_send(message):
+            state.started = state.started or message["type"] == "http.response.start"
+            await send(message)
+
+        def on_disconnect() -> None:
+            if not state.started:
+                state.dropped = True
+                task.cancel()
+
+        state.on_disconnect = on_disconnect
+        try:
+            await self.app(scope, state.receive, watched_send)
+        except asyncio.CancelledError:
+            if not state.dropped:
+                raise
+            task.uncancel()  # ours: the client is gone, nothing to answer; not an error of the server
+        finally:
+            state.stop()
+        if state.dropped and self.on_drop is not None:
+            self.on_drop()
+
+
+class _DisconnectWatch:
+    def __init__(self, receive):
+        self._receive = receive
+        self._watcher: asyncio.Task | None = None
+        self.started = False
+        self.dropped = False  # the client left before the response started; the route was cancelled for it
+        self.on_disconnect = lambda: None
+
+    async def receive(self):
+        if self._watcher is not None:
+            return await asyncio.shield(self._watcher)
+        message = await self._receive()
+        if message["type"] == "http.disconnect":  # gone while sending its body: the route gets ClientDisconnect
+            self.dropped = not self.started
+        elif not message.get("more_body", False):
+            self._watcher = asyncio.create_task(self._watch())
+        return message
+
+    async def _watch(self):
+        message = await self._receive()
+        if message["type"] == "http.disconnect":
+            self.on_disconnect()
+        return message
+
+    def stop(self) -> None:
+        if self._watcher is not None and not self._watcher.done():
+            self._watcher.cancel()
