@@ -35,13 +35,13 @@ def serve(engine_config, router_config) -> None:
     import uvicorn
 
     from router.app import create_app
+    from router.serving import uvicorn_config
     from server import load_engine_client
 
     client = load_engine_client(engine_config)
     app = create_app(client, router_config)
-    server = uvicorn.Server(uvicorn.Config(
-        app, host=router_config.hostname, port=router_config.port, log_config=None, access_log=False,
-        timeout_graceful_shutdown=int(router_config.graceful_termination_timeout), timeout_keep_alive=30))
+    server = uvicorn.Server(uvicorn_config(app, router_config.hostname, router_config.port,
+                                           router_config.graceful_termination_timeout))
     log.info("serving %s on http://%s:%d", client.checkpoint.model_id, router_config.hostname, router_config.port)
     # uvicorn drains on SIGTERM, then re-raises it to the handler in place before it started: make that one a
     # no-op so the engine is shut down below and the process exits 0 (a clean stop for Docker/Kubernetes).

@@ -20,6 +20,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel
 from pydantic import ValidationError as PydanticValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from sse_starlette.sse import SendTimeoutError
 from starlette.requests import ClientDisconnect
 from starlette.responses import JSONResponse
 
@@ -208,6 +209,10 @@ class LastResort:
             await self.app(scope, receive, tracking_send)
         except ClientDisconnect:
             return  # the client left while sending its body: nobody to answer, nothing went wrong here
+        except SendTimeoutError:  # a stream's reader stopped reading; the stream already released its work
+            log.warning("stream cut: the client read nothing for the send timeout (%s %s)", scope.get("method"),
+                        scope.get("path"))
+            return
         except Exception:  # noqa: BLE001 - the one place that may catch everything
             request_id = dict(scope.get("headers") or ()).get(b"x-request-id", b"").decode("latin-1")[:64]
             request_id = request_id or uuid.uuid4().hex

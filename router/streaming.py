@@ -2,6 +2,8 @@
 
 SSE framing is TGI's: `data: <compact JSON>\n\n`, a `:` comment after `keep_alive_s` of silence, no `[DONE]`.
 Errors after the 200 went out are one in-band `{"error", "error_type"}` event, then the stream closes.
+A reader that stops reading (one event not accepted by the socket for SEND_TIMEOUT_S) is cut: closing the event
+generator releases its concurrency permit and aborts its engine sequences.
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from router.infer import Generation, StreamItem, TokenInfo
 from router.validation import ValidRequest
 
 log = logging.getLogger("rho_serve.router")
+SEND_TIMEOUT_S = 10.0  # read at each response, so a server (or a test) may change it
 
 
 def token_dict(t: TokenInfo) -> dict:
@@ -92,4 +95,4 @@ def sse_response(events: AsyncIterator[dict], keep_alive_s: float, headers: dict
     return EventSourceResponse(
         events, headers={"X-Accel-Buffering": "no", **(headers or {})}, sep="\n", ping=keep_alive_s,
         ping_message_factory=lambda: ServerSentEvent(comment="keep-alive", sep="\n"),
-        shutdown_grace_period=drain_s)
+        shutdown_grace_period=drain_s, send_timeout=SEND_TIMEOUT_S)
