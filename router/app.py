@@ -34,7 +34,8 @@ async def run_generate(state: RouterState, req: schemas.GenerateRequest, *, as_l
     """Non-streaming generation with TGI's timing headers."""
     start = time.perf_counter()
     state.metrics.request_count.inc()
-    async with state.infer.slot():
+    best_of = req.parameters.best_of or 1  # one permit per sequence; a best_of out of range fails validation below
+    async with state.infer.slot(best_of if best_of <= state.limits.max_best_of else 1):
         valid = await state.validator.validate(req.inputs, req.parameters)
         validated = time.perf_counter()
         gen = await state.infer.generate(valid)
