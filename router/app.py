@@ -117,12 +117,25 @@ async def compat(state: RouterState, req: schemas.CompatGenerateRequest) -> Resp
     return await run_generate(state, req, as_list=True)
 
 
+MAX_TOKENIZE_CHARS = 200_000  # /tokenize answers ~10 tokens of JSON per 4 characters: bound the work and the reply
+
+
 def _tokenize(state: RouterState, text: str) -> list[dict]:
+    """TGI's SimpleToken list with UTF-8 byte offsets, in one pass (offsets only grow: encode each gap once)."""
+    if len(text) > MAX_TOKENIZE_CHARS:
+        raise ValidationError(f"`inputs` has {len(text)} characters; /tokenize takes at most {MAX_TOKENIZE_CHARS}")
     enc = state.tokenizer(text, add_special_tokens=True, return_offsets_mapping=True)
-    out = []
+    out, char_pos, byte_pos = [], 0, 0
+
+    def to_bytes(index: int) -> int:
+        nonlocal char_pos, byte_pos
+        if index < char_pos:  # rare (overlapping offsets): count from the start of the text
+            return len(text[:index].encode())
+        byte_pos += len(text[char_pos:index].encode())
+        char_pos = index
+        return byte_pos
     for token_id, (start, stop) in zip(enc["input_ids"], enc["offset_mapping"]):
-        out.append({"id": token_id, "text": text[start:stop],
-                    "start": len(text[:start].encode()), "stop": len(text[:stop].encode())})  # byte offsets (TGI)
+        out.append({"id": token_id, "text": text[start:stop], "start": to_bytes(start), "stop": to_bytes(stop)})
     return out
 
 
@@ -192,7 +205,9 @@ def _register_protected(app: FastAPI, state: RouterState) -> None:
     async def tokenize(request: Request) -> Response:
         req = await parse_body(request, schemas.GenerateRequest)
         try:
-            return JSONResponse(_tokenize(state, req.inputs))
+            return JSONResponse(await asyncio.to_thread(_tokenize, state, req.inputs))  # not on the event loop
+        except RouterError:
+            raise
         except Exception as e:  # noqa: BLE001 - tokenizer failures are the client's input
             raise ValidationError(f"tokenizer error {e}") from None
 
@@ -201,7 +216,7 @@ def _register_protected(app: FastAPI, state: RouterState) -> None:
               responses={200: {"model": schemas.WatermarkDetectResponse}}, summary="Detect this server's watermark")
     async def watermark_detect(request: Request) -> Response:
         req = await parse_body(request, schemas.WatermarkDetectRequest)
-        return JSONResponse(_watermark(state, req.text))
+        return JSONResponse(await asyncio.to_thread(_watermark, state, req.text))  # tokenizes: not on the loop
 
 
 def _dispatcher(state: RouterState):

@@ -100,7 +100,10 @@ async def read_json(request: Request) -> object:
     """Read and decode the body; 415 without a JSON content type (axum's rule), 400 on unparseable JSON."""
     if not is_json_content_type(request.headers.get("content-type", "")):
         raise BodyError("Expected request with `Content-Type: application/json`", 415, "validation")
-    return decode_json(await request.body())
+    raw = await request.body()
+    if len(raw) > 65536:  # a large body takes milliseconds to decode and check: not on the event loop
+        return await asyncio.to_thread(decode_json, raw)
+    return decode_json(raw)
 
 
 def to_model(data: object, model: type[M]) -> M:

@@ -205,7 +205,7 @@ async def _chat(state: RouterState, body: dict, request: Request) -> Response:
     routes: OpenAIRoutes = request.app.state.openai
     req = to_model(body, ChatCompletionRequest)
     grammar, tools, mode = request_grammar(req)
-    prompt = chat_prompt(routes, req, tools, mode)
+    prompt = await asyncio.to_thread(chat_prompt, routes, req, tools, mode)  # Jinja rendering: not on the loop
     params = sampling_parameters(req, req.max_new_tokens, grammar)
     top_n = (req.top_logprobs or 0) if req.logprobs else 0
     meta = _meta("chatcmpl", state)
