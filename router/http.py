@@ -25,6 +25,7 @@ from starlette.requests import ClientDisconnect
 from starlette.responses import JSONResponse
 
 from router.errors import RouterError
+from router.shutdown import DRAIN, SHUTDOWN_BODY
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -152,7 +153,7 @@ def install_error_handlers(app: FastAPI, on_error=None) -> None:
     async def _router_error(request: Request, e: RouterError):
         if on_error is not None and e.status != 401:
             on_error(e)
-        return e.response()
+        return e.response(retry_after(e))
 
     @app.exception_handler(RequestValidationError)
     async def _request_validation(request: Request, e: RequestValidationError):
@@ -181,6 +182,11 @@ def install_error_handlers(app: FastAPI, on_error=None) -> None:
     app.add_middleware(LastResort)
     dropped = RouterError("the client disconnected before the response", 499, "dropped")
     app.add_middleware(CancelOnDisconnect, on_drop=(lambda: on_error(dropped)) if on_error is not None else None)
+
+
+def retry_after(e: RouterError) -> dict | None:
+    """429s say when to come back: a second is about how long a short generation holds its permit."""
+    return {"Retry-After": "1"} if e.status == 429 else None
 
 
 def finite_or_none(value: float | None) -> float | None:
@@ -256,15 +262,24 @@ class CancelOnDisconnect:
                 state.dropped = True
                 task.cancel()
 
+        def on_drain_deadline() -> None:  # SIGTERM's deadline (router.shutdown): answer 503 rather than be cut
+            if not state.started and not state.dropped:
+                state.drained = True
+                task.cancel()
+
         state.on_disconnect = on_disconnect
+        unregister = DRAIN.on_expire(on_drain_deadline)
         try:
             await self.app(scope, state.receive, watched_send)
         except asyncio.CancelledError:
-            if not state.dropped:
+            if not (state.dropped or state.drained):
                 raise
-            task.uncancel()  # ours: the client is gone, nothing to answer; not an error of the server
+            task.uncancel()  # ours: the client is gone, or the server is stopping
         finally:
+            unregister()
             state.stop()
+        if state.drained:
+            await JSONResponse(SHUTDOWN_BODY, status_code=503)(scope, state.receive, send)
         if state.dropped and self.on_drop is not None:
             self.on_drop()
 
@@ -275,6 +290,7 @@ class _DisconnectWatch:
         self._watcher: asyncio.Task | None = None
         self.started = False
         self.dropped = False  # the client left before the response started; the route was cancelled for it
+        self.drained = False  # the graceful-termination deadline came before the response started
         self.on_disconnect = lambda: None
 
     async def receive(self):

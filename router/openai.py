@@ -38,7 +38,7 @@ from starlette.responses import JSONResponse, Response
 
 from router.chat_template import ChatTemplate, TemplateError, load_chat_template
 from router.errors import RouterError
-from router.http import read_json, to_model
+from router.http import read_json, retry_after, to_model
 from router.infer import Generation, Permits, StreamItem, TokenInfo
 from router.openai_schemas import (ChatCompletionRequest, ChatMessage, CompletionRequest, TokenPieces, chat_logprob,
                                    completion_logprobs, usage)
@@ -105,7 +105,7 @@ def error_body(e: RouterError) -> dict:
 
 
 def error_response(e: RouterError) -> JSONResponse:
-    return JSONResponse(error_body(e), status_code=e.status)
+    return JSONResponse(error_body(e), status_code=e.status, headers=retry_after(e))
 
 
 def _as_router_error(e: Exception) -> RouterError:

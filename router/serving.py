@@ -108,6 +108,29 @@ def guarded_protocol(limits: ConnectionLimits):
     return GuardedHttpToolsProtocol
 
 
+def draining_server(config):
+    """uvicorn.Server whose exit signal also starts router.shutdown's deadline (graceful termination)."""
+    import asyncio
+
+    import uvicorn
+
+    from router.shutdown import DRAIN
+
+    class DrainingServer(uvicorn.Server):
+        async def serve(self, sockets=None) -> None:
+            self._loop = asyncio.get_running_loop()
+            await super().serve(sockets)
+
+        def handle_exit(self, sig, frame) -> None:
+            super().handle_exit(sig, frame)
+            timeout = self.config.timeout_graceful_shutdown
+            loop = getattr(self, "_loop", None)
+            if timeout is not None and loop is not None:
+                loop.call_soon_threadsafe(DRAIN.begin, float(timeout))
+
+    return DrainingServer(config)
+
+
 def uvicorn_config(app, host: str, port: int, graceful_termination_timeout: float = 0.0,
                    limits: ConnectionLimits | None = None, **overrides):
     """One place for how rho-serve runs uvicorn (the CLI and the tests that need the real limits)."""

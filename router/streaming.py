@@ -15,6 +15,7 @@ from sse_starlette.event import ServerSentEvent
 from sse_starlette.sse import EventSourceResponse
 
 from router.errors import RouterError
+from router.shutdown import until_drained
 from router.infer import Generation, StreamItem, TokenInfo
 from router.validation import ValidRequest
 
@@ -93,6 +94,6 @@ def sse_response(events: AsyncIterator[dict], keep_alive_s: float, headers: dict
                  drain_s: float = 0.0) -> EventSourceResponse:
     """drain_s: on server shutdown, how long a running stream may go on before it is cut (SIGTERM drain)."""
     return EventSourceResponse(
-        events, headers={"X-Accel-Buffering": "no", **(headers or {})}, sep="\n", ping=keep_alive_s,
+        until_drained(events), headers={"X-Accel-Buffering": "no", **(headers or {})}, sep="\n", ping=keep_alive_s,
         ping_message_factory=lambda: ServerSentEvent(comment="keep-alive", sep="\n"),
         shutdown_grace_period=drain_s, send_timeout=SEND_TIMEOUT_S)

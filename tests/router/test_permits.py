@@ -26,7 +26,8 @@ def small(engine_client):
         yield live
 
 
-CHAT = {"messages": [{"role": "user", "content": "count"}], "max_tokens": 400, "stream": True}
+CHAT = {"messages": [{"role": "user", "content": "count"}], "max_tokens": 1800, "stream": True,
+        "logit_bias": {"2": -100}}  # never EOS (id 2): the stream runs its 1800 tokens
 
 
 def test_a_request_over_the_budget_gets_422_one_within_gets_200(small):
@@ -81,3 +82,16 @@ def test_a_stream_whose_client_left_before_reading_releases_its_permits(small, e
     assert small.infer.num_in_flight == 0 and stats.num_running == 0
     r = httpx.post(small.url + "/v1/completions", json={"prompt": ["a", "b"], "max_tokens": 1}, timeout=30)
     assert r.status_code == 200, r.text
+
+
+def test_429_says_when_to_retry(small):
+    held = small.infer.acquire(2)  # the whole budget, as running requests would hold it
+    try:
+        with httpx.Client(base_url=small.url, timeout=60) as http:
+            tgi = http.post("/generate", json={"inputs": "x", "parameters": {"max_new_tokens": 1}})
+            chat = http.post("/v1/chat/completions", json={**CHAT, "stream": False, "max_tokens": 1})
+    finally:
+        held.release()
+    for r in (tgi, chat):
+        assert r.status_code == 429 and r.headers["retry-after"] == "1", r.text
+    assert tgi.json() == {"error": "Model is overloaded", "error_type": "overloaded"}
