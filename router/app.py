@@ -26,6 +26,14 @@ _ERRORS = {422: {"model": schemas.ErrorResponse}, 424: {"model": schemas.ErrorRe
            429: {"model": schemas.ErrorResponse}}
 
 
+# An SSE event: a token, or the one in-band error that ends a stream. OpenAI routes' chunks are not modelled here.
+_STREAM_EVENT = {"oneOf": [{"$ref": "#/components/schemas/StreamResponse"},
+                           {"$ref": "#/components/schemas/ErrorResponse"}]}
+# /invocations answers as the route it dispatched to: TGI's compat list, or an OpenAI chat / completion object.
+_SCORING_RESPONSE = {"oneOf": [{"type": "array", "items": {"$ref": "#/components/schemas/GenerateResponse"}},
+                               {"type": "object", "required": ["object", "choices"]}]}
+
+
 def _ms(seconds: float) -> str:
     return str(int(seconds * 1000))
 
@@ -163,10 +171,11 @@ def _register_open(app: FastAPI, state: RouterState) -> None:
     async def info() -> dict:
         return state.info()
 
-    @app.get("/v1/models", tags=["TGI"], summary="The served model")
+    @app.get("/v1/models", tags=["TGI"], summary="The served model", response_model=schemas.ModelList)
     async def models() -> dict:
-        return {"object": "list", "data": [{"id": state.model_id, "object": "model", "created": 0,
-                                            "owned_by": state.model_id}]}
+        # OpenAI's list (what TGI serves and the OpenAI SDK reads) whose top level is also TGI's documented ModelInfo.
+        model = {"id": state.model_id, "object": "model", "created": 0, "owned_by": state.model_id}
+        return {**model, "object": "list", "data": [model]}
 
     @app.get("/metrics", tags=["TGI"], summary="Prometheus metrics")
     async def metrics() -> Response:
@@ -185,8 +194,8 @@ def _register_protected(app: FastAPI, state: RouterState) -> None:
         return await run_generate(state, await parse_body(request, schemas.GenerateRequest))
 
     @app.post("/generate_stream", dependencies=auth, tags=["TGI"], openapi_extra=body(schemas.GenerateRequest),
-              responses={200: {"content": {"text/event-stream": {"schema": {
-                  "$ref": "#/components/schemas/StreamResponse"}}}}}, summary="Generate tokens as SSE")
+              responses={200: {"content": {"text/event-stream": {"schema": _STREAM_EVENT}}}},
+              summary="Generate tokens as SSE")
     async def generate_stream(request: Request) -> Response:
         return run_stream(state, await parse_body(request, schemas.GenerateRequest))
 
@@ -197,7 +206,9 @@ def _register_protected(app: FastAPI, state: RouterState) -> None:
 
     for path in dict.fromkeys(("/invocations", state.config.scoring_route)):
         app.add_api_route(path, _dispatcher(state), methods=["POST"], dependencies=auth, tags=["TGI"],
-                          openapi_extra=body(schemas.CompatGenerateRequest), responses=_ERRORS,
+                          openapi_extra=body(schemas.CompatGenerateRequest), responses={**_ERRORS, 200: {"content": {
+                              "application/json": {"schema": _SCORING_RESPONSE},
+                              "text/event-stream": {"schema": _STREAM_EVENT}}}},
                           summary="SageMaker/AzureML scoring: inputs, messages or prompt")
 
     @app.post("/tokenize", dependencies=auth, tags=["TGI"], openapi_extra=body(schemas.GenerateRequest),
@@ -234,7 +245,7 @@ def _install_openapi(app: FastAPI) -> None:
             doc = base()
             components = doc.setdefault("components", {}).setdefault("schemas", {})
             for model in (schemas.GenerateRequest, schemas.CompatGenerateRequest, schemas.WatermarkDetectRequest,
-                          schemas.StreamResponse):
+                          schemas.StreamResponse, schemas.ErrorResponse, schemas.GenerateResponse):
                 js = model.model_json_schema(ref_template="#/components/schemas/{model}")
                 components.update(js.pop("$defs", {}))
                 components[model.__name__] = js
@@ -261,6 +272,8 @@ def create_app(client, config: RouterConfig) -> FastAPI:
     _register_protected(app, state)
     _register_openai(app, state)
     _install_openapi(app)
+    app.add_api_route("/openapi.json", lambda: JSONResponse(app.openapi()), methods=["GET"],
+                      include_in_schema=False)  # also where generic tools look (TGI: /api-doc/openapi.json)
     return app
 
 

@@ -158,6 +158,19 @@ class Info(_Wire):
     docker_label: str | None = None
 
 
+class ModelInfo(_Wire):
+    id: str
+    object: str
+    created: int
+    owned_by: str
+
+
+class ModelList(ModelInfo):
+    """GET /v1/models: OpenAI's `{"object": "list", "data": [...]}`, also carrying TGI's ModelInfo fields."""
+
+    data: list[ModelInfo]
+
+
 class ErrorResponse(_Wire):
     error: str
     error_type: str
