@@ -49,6 +49,7 @@ class Sequence:
         self.grammar_state: Any = None  # grammars.state.GrammarState when the request is constrained
         self.prompt_logprobs: list[float | None] | None = [None] if request.params.prompt_logprobs else None
         self.first_event_sent = False
+        self.scheduled_at: float | None = None  # time.monotonic() of the first step that ran it
 
     @property
     def num_tokens(self) -> int:
