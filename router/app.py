@@ -14,7 +14,8 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from starlette.responses import JSONResponse, Response
 
-from router import schemas
+from router import chat_tokenize, schemas, vertex
+from router.chat_tokenize import simple_tokens
 from router.config import RouterConfig
 from router.errors import RouterError, ValidationError
 from router.http import BodyError, PayloadLimit, install_error_handlers, parse_body, read_json, to_model
@@ -113,15 +114,6 @@ async def compat(state: RouterState, req: schemas.CompatGenerateRequest) -> Resp
     return await run_generate(state, req, as_list=True)
 
 
-def _tokenize(state: RouterState, text: str) -> list[dict]:
-    enc = state.tokenizer(text, add_special_tokens=True, return_offsets_mapping=True)
-    out = []
-    for token_id, (start, stop) in zip(enc["input_ids"], enc["offset_mapping"]):
-        out.append({"id": token_id, "text": text[start:stop],
-                    "start": len(text[:start].encode()), "stop": len(text[:stop].encode())})  # byte offsets (TGI)
-    return out
-
-
 def _watermark(state: RouterState, text: str) -> dict:
     from server.watermark import detect  # the engine's detector: same green lists as generation
 
@@ -188,7 +180,7 @@ def _register_protected(app: FastAPI, state: RouterState) -> None:
     async def tokenize(request: Request) -> Response:
         req = await parse_body(request, schemas.GenerateRequest)
         try:
-            return JSONResponse(_tokenize(state, req.inputs))
+            return JSONResponse(simple_tokens(state.tokenizer, req.inputs, add_special_tokens=True))
         except Exception as e:  # noqa: BLE001 - tokenizer failures are the client's input
             raise ValidationError(f"tokenizer error {e}") from None
 
@@ -253,3 +245,5 @@ def _register_openai(app: FastAPI, state: RouterState) -> None:
             raise  # the module exists but is broken: fail loudly at start-up
         return
     openai_routes.register(app, state)
+    chat_tokenize.register(app, state)  # TGI's routes built on the chat machinery
+    vertex.register(app, state)

@@ -109,7 +109,7 @@ def error_response(e: RouterError) -> JSONResponse:
     return JSONResponse(error_body(e), status_code=e.status)
 
 
-def _as_router_error(e: Exception) -> RouterError:
+def as_router_error(e: Exception) -> RouterError:
     if isinstance(e, RouterError):
         return e
     if isinstance(e, TemplateError):
@@ -125,7 +125,7 @@ async def _guard(state: RouterState, run: Callable) -> Response:
     try:
         return await run()
     except (RouterError, TemplateError, ToolError) as e:
-        error = _as_router_error(e)
+        error = as_router_error(e)
         if not isinstance(error, BodyError):
             state.metrics.observe_failure(error.error_type)
         return error_response(error)
@@ -200,6 +200,13 @@ def chat_prompt(routes: OpenAIRoutes, req: ChatCompletionRequest, tools, mode: s
         if suffix:
             messages[-1] = {**messages[-1], "content": (messages[-1].get("content") or "") + suffix}
     return routes.template.render(messages, tools=tools_for_template(tools) if mode != "text" else None)
+
+
+def chat_as_generate(routes: OpenAIRoutes, req: ChatCompletionRequest) -> tuple[str, GenerateParameters]:
+    """A chat request as TGI's generate request (its `try_into_generate`): the templated prompt and the parameters,
+    tools and response_format as a grammar. Raises TemplateError / ToolError (see `as_router_error`)."""
+    grammar, tools, mode = request_grammar(req)
+    return chat_prompt(routes, req, tools, mode), sampling_parameters(req, req.max_new_tokens, grammar)
 
 
 # ---- chat --------------------------------------------------------------------------------------------------------

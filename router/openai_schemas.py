@@ -54,7 +54,8 @@ class ContentPart(_Wire):
 
 
 class ChatMessage(_Wire):
-    role: Literal["system", "developer", "user", "assistant", "tool"]
+    # `function`: OpenAI's legacy function result (LangChain's FunctionMessage); TGI passes any role to the template.
+    role: Literal["system", "developer", "user", "assistant", "tool", "function"]
     content: str | list[ContentPart] | None = None
     name: str | None = None
     tool_calls: list[ToolCall] | None = None
@@ -174,7 +175,7 @@ class ChatCompletionRequest(_SamplingFields):
 class CompletionRequest(_SamplingFields):
     prompt: str | list[str] | list[int] | list[list[int]]
     suffix: str | None = None
-    max_tokens: int | None = Field(default=16, ge=1)  # OpenAI's default for the legacy endpoint
+    max_tokens: int | None = Field(default=None, ge=1)  # None: to EOS or the token budget (TGI, not OpenAI's 16)
     logprobs: int | None = Field(default=None, ge=0, le=20)
     echo: bool = False
     best_of: int | None = Field(default=None, ge=1)
