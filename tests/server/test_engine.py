@@ -78,7 +78,7 @@ def test_small_pool_preempts_and_recomputes(tiny_llama_dir, engine, prompts):
     for r in reqs:
         assert tokens_of(tight[r.request_id]) == tokens_of(ample[r.request_id])
     assert small.block_manager.num_used_blocks == 0
-    assert not small.scheduler.has_work() and not small.sequences
+    assert not small.scheduler.has_work() and not small.scheduler.sequences
 
 
 def test_prefix_cache_reuses_blocks_and_keeps_outputs(tiny_llama_dir, engine):
@@ -117,7 +117,7 @@ def test_abort_frees_blocks(engine, prompts):
     assert engine.block_manager.num_used_blocks > 0
     engine.abort("long")
     assert engine.step() == []
-    assert engine.block_manager.num_used_blocks == 0 and not engine.sequences
+    assert engine.block_manager.num_used_blocks == 0 and not engine.scheduler.sequences
 
 
 def test_a_failing_request_fails_alone(engine, prompts):
@@ -145,7 +145,7 @@ def test_prompt_logprobs_match_transformers(engine, hf_model, prompts):
 def test_oversized_request_is_refused_with_a_clear_error(tiny_llama_dir):
     small = Engine(EngineConfig(model_id=str(tiny_llama_dir), max_batch_total_tokens=64, max_total_tokens=4096))
     out = small.generate([EngineRequest("big", tuple(range(3, 100)), SamplingParams(max_new_tokens=5))])
-    assert "KV cache" in out["big"][-1].error and not small.sequences
+    assert "KV cache" in out["big"][-1].error and not small.scheduler.sequences
 
 
 @pytest.mark.parametrize("fixture", ["tiny_llama_dir", "tiny_mistral_dir"])
