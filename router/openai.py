@@ -32,6 +32,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from fastapi import Depends, FastAPI, Request
 from starlette.responses import JSONResponse, Response
@@ -65,10 +66,9 @@ class OpenAIRoutes:
 
 def register(app: FastAPI, state: RouterState) -> None:
     """Called by router.app.create_app: adds both routes (behind the API key, like TGI) and loads the template."""
-    checkpoint = state.client.checkpoint
     template, error = None, None
     try:
-        template = load_chat_template(checkpoint.path, state.tokenizer, getattr(state.config, "chat_template", None))
+        template = load_chat_template(Path(state.client.info.model_path), state.tokenizer, state.config.chat_template)
     except TemplateError as e:  # the server still serves everything else; chat requests get this error
         error = str(e)
     app.state.openai = OpenAIRoutes(state, template, error, TokenPieces(state.tokenizer))

@@ -21,10 +21,12 @@ from server.block_manager import BlockManager
 from server.config import ConfigError, EngineConfig
 from server.loader import load_checkpoint
 from server.model_runner import ModelRunner
-from server.protocol import EngineRequest, EngineStats, FinishReason, StepInfo, TokenEvent, TopToken
+from server.protocol import (EngineInfo, EngineRequest, EngineStats, FinishReason, StepInfo, TokenEvent, TopToken,
+                             WatermarkDetection)
 from server.sampler import SampledToken, Sampler
 from server.scheduler import ScheduledChunk, Scheduler
 from server.sequence import FINISH_REASONS, Sequence, SequenceStatus
+from server.watermark import detect
 
 logger = logging.getLogger(__name__)
 
@@ -99,6 +101,16 @@ class Engine:
     def add_step_observer(self, observer: StepObserver) -> None:
         """Call observer(StepInfo) after every step, on the engine thread (keep it cheap and thread-safe)."""
         self._step_observers.append(observer)
+
+    def info(self) -> EngineInfo:
+        ckpt = self.checkpoint
+        return EngineInfo(ckpt.model_id, str(ckpt.path), ckpt.vocab_size, ckpt.eos_token_ids, self.max_total_tokens,
+                          ckpt.device)
+
+    def detect_watermark(self, token_ids: list[int]) -> WatermarkDetection:
+        """Thread-safe (pure): the detector with this engine's gamma over its vocabulary."""
+        cfg = self.config
+        return detect(token_ids, self.checkpoint.vocab_size, cfg.watermark_gamma, cfg.watermark_delta)
 
     def stats(self) -> EngineStats:
         started = self._step_started

@@ -121,3 +121,27 @@ class StepInfo:
     sample_s: float  # logits pipeline, sampling, postprocess
     total_s: float
     ok: bool
+
+
+@dataclass(frozen=True)
+class EngineInfo:
+    """What the router needs to know about the engine it talks to, read once at start-up."""
+
+    model_id: str
+    model_path: str  # the checkpoint folder (chat templates are read from it)
+    vocab_size: int  # logits width: valid token ids are below it
+    eos_token_ids: tuple[int, ...]
+    max_total_tokens: int  # prompt + generated tokens one sequence may reach in this engine
+    device: str
+
+
+@dataclass(frozen=True)
+class WatermarkDetection:
+    """The watermark z-test on a text's token ids, with the engine's green-list fraction and bias."""
+
+    z_score: float
+    p_value: float
+    green_fraction: float
+    num_tokens_scored: int
+    gamma: float
+    delta: float
