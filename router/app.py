@@ -128,11 +128,12 @@ def _tokenize(state: RouterState, text: str) -> list[dict]:
 def _watermark(state: RouterState, text: str) -> dict:
     from server.watermark import detect  # the engine's detector: same green lists as generation
 
+    engine_config = state.client.engine.config  # adapter: EngineConfig is the one source of gamma and delta
     ids = state.tokenizer(text, add_special_tokens=False)["input_ids"]
-    result = detect(ids, state.vocab_size, state.config.watermark_gamma)
+    result = detect(ids, state.vocab_size, engine_config.watermark_gamma)
     return {"z_score": result.z_score, "p_value": result.p_value, "green_fraction": result.green_fraction,
-            "num_tokens_scored": result.num_tokens_scored, "gamma": state.config.watermark_gamma,
-            "delta": state.config.watermark_delta, "watermarked": result.z_score > 4.0}
+            "num_tokens_scored": result.num_tokens_scored, "gamma": engine_config.watermark_gamma,
+            "delta": engine_config.watermark_delta, "watermarked": result.z_score > 4.0}
 
 
 def _register_open(app: FastAPI, state: RouterState) -> None:
