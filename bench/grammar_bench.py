@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from grammars.compiler import GrammarCompiler
-from grammars.mask import apply_grammar_masks
+from grammars.mask import GrammarMasks
 from tests.grammars.cases import SCHEMAS
 
 STEP_SCHEMA = "pydantic_order"
@@ -72,17 +72,18 @@ class Outlines:
 
     def __init__(self, tokenizer, vocab_size):
         self.compiler = GrammarCompiler(tokenizer, vocab_size, tokenizer.eos_token_id, compile_timeout_s=600)
+        self.masks = GrammarMasks()  # the engine's mask cache
 
     def compile(self, schema: dict):
         grammar = self.compiler.compile(self.compiler.parse({"type": "json", "value": schema}))
-        grammar.new_state().allowed_mask()
+        self.masks.mask(grammar.new_state())
         return grammar
 
     def states(self, grammar, rows: int):
         return [grammar.new_state() for _ in range(rows)]
 
     def mask(self, logits, states):
-        apply_grammar_masks(logits, states)
+        self.masks.apply(logits, states)
 
     def advance(self, state, token):
         state.advance(token)

@@ -13,7 +13,6 @@ import asyncio
 import concurrent.futures
 import threading
 from collections import OrderedDict
-from pathlib import Path
 
 from outlines_core import Index
 
@@ -21,7 +20,7 @@ from grammars.compiled import CompiledGrammar
 from grammars.spec import GrammarError, GrammarSpec, parse_grammar, regex_of
 from grammars.vocabulary import build_vocabulary, token_bytes
 
-__all__ = ["GrammarCompiler", "GrammarError", "GrammarSpec", "CompiledGrammar", "make_compiler_for"]
+__all__ = ["GrammarCompiler", "GrammarError", "GrammarSpec", "CompiledGrammar"]
 
 
 class GrammarCompiler:
@@ -132,10 +131,3 @@ def _regex_problem(spec: GrammarSpec, error: Exception) -> str:
             return f"invalid regex: {syntax}"
     return text
 
-
-def make_compiler_for(tokenizer_dir: str | Path, vocab_size: int | None = None, **kwargs) -> GrammarCompiler:
-    """A compiler for a checkpoint folder's tokenizer (vocab_size defaults to the tokenizer's length)."""
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
-    return GrammarCompiler(tokenizer, vocab_size or len(tokenizer), **kwargs)

@@ -1,5 +1,7 @@
 """create_app(client, config): the TGI routes on one FastAPI app (OpenAI routes are registered by router.openai).
 
+The engine is reached only through `client` (server.client.EngineClient); nothing here touches tensors.
+
 Every route body is parsed by router.http (TGI error bodies), generation goes through state.validator and
 state.infer, and responses are shaped by router.streaming.
 """
@@ -15,6 +17,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from starlette.responses import JSONResponse, Response
 
 from router import chat_tokenize, schemas, vertex
+from router import openai as openai_routes
 from router.chat_tokenize import simple_tokens
 from router.config import RouterConfig
 from router.errors import RouterError, ValidationError
@@ -94,16 +97,9 @@ async def dispatch(state: RouterState, request: Request) -> Response:
 
 
 async def _openai_dispatch(state: RouterState, body: dict, request: Request) -> Response:
-    name = "chat_endpoint" if "messages" in body else "completions_endpoint"
-    try:
-        import router.openai as openai_routes
-        endpoint = getattr(openai_routes, name)
-    except (ImportError, AttributeError):
-        field = "messages" if "messages" in body else "prompt"
-        raise RouterError(f"this server has no OpenAI routes yet, so a body with `{field}` "
-                          "cannot be served; send TGI's {\"inputs\": ..., \"parameters\": {...}}", 422,
-                          "validation") from None
-    return await endpoint(state, body, request)
+    if "messages" in body:
+        return await openai_routes.chat_endpoint(state, body, request)
+    return await openai_routes.completions_endpoint(state, body, request)
 
 
 async def compat(state: RouterState, req: schemas.CompatGenerateRequest) -> Response:
@@ -115,13 +111,11 @@ async def compat(state: RouterState, req: schemas.CompatGenerateRequest) -> Resp
 
 
 def _watermark(state: RouterState, text: str) -> dict:
-    from server.watermark import detect  # the engine's detector: same green lists as generation
-
     ids = state.tokenizer(text, add_special_tokens=False)["input_ids"]
-    result = detect(ids, state.vocab_size, state.config.watermark_gamma)
+    result = state.client.detect_watermark(ids)  # the engine's detector and gamma: same green lists as generation
     return {"z_score": result.z_score, "p_value": result.p_value, "green_fraction": result.green_fraction,
-            "num_tokens_scored": result.num_tokens_scored, "gamma": state.config.watermark_gamma,
-            "delta": state.config.watermark_delta, "watermarked": result.z_score > 4.0}
+            "num_tokens_scored": result.num_tokens_scored, "gamma": result.gamma, "delta": result.delta,
+            "watermarked": result.z_score > 4.0}
 
 
 def _register_open(app: FastAPI, state: RouterState) -> None:
@@ -232,18 +226,8 @@ def create_app(client, config: RouterConfig) -> FastAPI:
     app.add_middleware(PayloadLimit, limit=config.payload_limit)
     _register_open(app, state)
     _register_protected(app, state)
-    _register_openai(app, state)
-    _install_openapi(app)
-    return app
-
-
-def _register_openai(app: FastAPI, state: RouterState) -> None:
-    try:
-        import router.openai as openai_routes
-    except ImportError as e:
-        if e.name != "router.openai":
-            raise  # the module exists but is broken: fail loudly at start-up
-        return
     openai_routes.register(app, state)
     chat_tokenize.register(app, state)  # TGI's routes built on the chat machinery
     vertex.register(app, state)
+    _install_openapi(app)
+    return app

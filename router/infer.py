@@ -8,17 +8,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import secrets
 import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from router.detokenizer import IncrementalDetokenizer, StopMatcher
-from router.timing import Timing
 from router.errors import GenerationError, OverloadedError
+from router.timing import Timing
 from router.validation import ValidRequest
-from server.protocol import EngineRequest, FinishReason, TokenEvent
+from server.protocol import EngineRequest, FinishReason, TokenEvent, draw_seed
 
 
 @dataclass(frozen=True)
@@ -125,9 +124,8 @@ class Infer:
     async def generate(self, valid: ValidRequest, cut_stop: bool = False) -> Generation:
         if valid.best_of <= 1:
             return await self.collect(valid, cut_stop)
-        runs = [dataclasses.replace(valid, seed=s, params=dataclasses.replace(valid.params, seed=s))
-                for s in (secrets.randbits(63) for _ in range(valid.best_of))]
-        results = await asyncio.gather(*(self.collect(r, cut_stop, observe=False) for r in runs))
+        results = await gather_or_cancel(self.collect(r, cut_stop, observe=False)
+                                         for r in fan_out(valid, valid.best_of))
         best = max(range(len(results)), key=lambda i: results[i].mean_logprob)
         winner = results[best]
         winner.best_of_sequences = [r for i, r in enumerate(results) if i != best]
@@ -146,6 +144,29 @@ class Infer:
         return Generation(last.generated_text or "", last.text_before_stop or "", last.stop_sequence,
                           last.finish_reason, tokens, tops, prefill, last.num_prompt_tokens, len(tokens),
                           valid.seed, last.timing)
+
+
+def fan_out(valid: ValidRequest, n: int, base_seed: int | None = None) -> list[ValidRequest]:
+    """n independent runs of one request (best_of, OpenAI's n): run i samples with base_seed + i, or without a base
+    with the request's seed (i = 0) and fresh ones. Greedy requests run unchanged (no seed)."""
+    runs = []
+    for i in range(n):
+        seed = valid.params.seed
+        if valid.params.is_sampling:
+            seed = base_seed + i if base_seed is not None else (seed if i == 0 else draw_seed())
+        runs.append(dataclasses.replace(valid, params=dataclasses.replace(valid.params, seed=seed),
+                                        seed=seed if valid.params.is_sampling else None))
+    return runs
+
+
+async def gather_or_cancel(coroutines) -> list:
+    """gather, but a failure cancels the other runs at once (their engine sequences are aborted)."""
+    tasks = [asyncio.ensure_future(c) for c in coroutines]
+    try:
+        return await asyncio.gather(*tasks)
+    finally:
+        for task in tasks:
+            task.cancel()
 
 
 class _Decoder:

@@ -27,11 +27,11 @@ import asyncio
 import contextlib
 import dataclasses
 import json
-import secrets
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from fastapi import Depends, FastAPI, Request
 from starlette.responses import JSONResponse, Response
@@ -39,7 +39,7 @@ from starlette.responses import JSONResponse, Response
 from router.chat_template import ChatTemplate, TemplateError, load_chat_template
 from router.errors import RouterError
 from router.http import BodyError, read_json, to_model
-from router.infer import Generation, StreamItem, TokenInfo
+from router.infer import Generation, StreamItem, TokenInfo, fan_out, gather_or_cancel
 from router.openai_schemas import (ChatCompletionRequest, ChatMessage, CompletionRequest, TokenPieces, chat_logprob,
                                    completion_logprobs, usage)
 from router.schemas import GenerateParameters, GrammarParam
@@ -66,10 +66,9 @@ class OpenAIRoutes:
 
 def register(app: FastAPI, state: RouterState) -> None:
     """Called by router.app.create_app: adds both routes (behind the API key, like TGI) and loads the template."""
-    checkpoint = state.client.checkpoint
     template, error = None, None
     try:
-        template = load_chat_template(checkpoint.path, state.tokenizer, getattr(state.config, "chat_template", None))
+        template = load_chat_template(Path(state.client.info.model_path), state.tokenizer, state.config.chat_template)
     except TemplateError as e:  # the server still serves everything else; chat requests get this error
         error = str(e)
     app.state.openai = OpenAIRoutes(state, template, error, TokenPieces(state.tokenizer))
@@ -148,14 +147,9 @@ def sampling_parameters(req: ChatCompletionRequest | CompletionRequest, max_new_
 def choice_runs(valid: ValidRequest, n: int, seed: int | None, top_n: int, prompt_logprobs: bool = False
                 ) -> list[ValidRequest]:
     """n independent runs of one validated request: seeds seed, seed+1, ... (fresh random seeds without one)."""
-    runs = []
-    for i in range(n):
-        run_seed = valid.params.seed
-        if valid.params.is_sampling and i > 0:
-            run_seed = seed + i if seed is not None else secrets.randbits(63)
-        params = dataclasses.replace(valid.params, seed=run_seed, top_n_tokens=top_n, prompt_logprobs=prompt_logprobs)
-        runs.append(dataclasses.replace(valid, params=params, seed=run_seed if valid.seed is not None else None))
-    return runs
+    valid = dataclasses.replace(valid, params=dataclasses.replace(valid.params, top_n_tokens=top_n,
+                                                                  prompt_logprobs=prompt_logprobs))
+    return fan_out(valid, n, seed)
 
 
 def _message_text(message: ChatMessage) -> str | None:
@@ -228,7 +222,7 @@ async def _chat(state: RouterState, body: dict, request: Request) -> Response:
         if req.stream:
             return sse_response(_openai_stream(state, _chat_events(routes, req, runs, mode, meta)),
                                 state.config.keep_alive_s, stream_headers(state.compute_type, len(prompt)))
-        gens = await run_all(state.infer.generate(run, cut_stop=True) for run in runs)
+        gens = await gather_or_cancel(state.infer.generate(run, cut_stop=True) for run in runs)
     state.metrics.request_success.inc()
     choices = [_chat_choice(routes, req, i, gen, mode) for i, gen in enumerate(gens)]
     num_generated = sum(g.num_generated_tokens for g in gens)
@@ -311,7 +305,7 @@ async def _completions(state: RouterState, body: dict, request: Request) -> Resp
             characters = sum(len(v.inputs) for v in valids)
             return sse_response(_openai_stream(state, _completion_events(routes, req, valids, runs, meta)),
                                 state.config.keep_alive_s, stream_headers(state.compute_type, characters))
-        gens = await run_all(state.infer.generate(run, cut_stop=True) for run in runs)
+        gens = await gather_or_cancel(state.infer.generate(run, cut_stop=True) for run in runs)
     state.metrics.request_success.inc()
     choices = [_completion_choice(routes, req, i, valids[i // req.n], gen) for i, gen in enumerate(gens)]
     num_prompt = sum(len(v.prompt_token_ids) for v in valids)
@@ -408,16 +402,6 @@ def _stream_error(e: RouterError) -> dict:
     body = error_body(e)
     body["error"]["http_status_code"] = e.status  # TGI's field: the status the error would have had
     return _sse(body)
-
-
-async def run_all(coroutines) -> list:
-    """gather, but a failure cancels the other runs at once (their engine sequences are aborted)."""
-    tasks = [asyncio.ensure_future(c) for c in coroutines]
-    try:
-        return await asyncio.gather(*tasks)
-    finally:
-        for task in tasks:
-            task.cancel()
 
 
 def _sse(payload: dict) -> dict:

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import secrets
 import time
 from dataclasses import dataclass
 
 from router.config import Limits
 from router.errors import ValidationError
 from router.schemas import GenerateParameters
-from server.protocol import SamplingParams
+from server.protocol import SamplingParams, draw_seed
 
 DEFAULT_GENERATION_LENGTH = 1024  # TGI: the part of max_new_tokens that must fit at validation
 
@@ -33,7 +32,7 @@ class ValidRequest:
     details: bool = False
     decoder_input_details: bool = False
     return_full_text: bool = False
-    seed: int | None = None  # reported in details: set when sampling
+    seed: int | None = None  # reported in details: set exactly when params.is_sampling
     max_new_tokens: int = 20
     received_at: float = 0.0  # time.monotonic(): the request arrived (router.timing)
     validated_at: float = 0.0  # time.monotonic(): validation done, about to be queued
@@ -47,7 +46,9 @@ def check_stream(p: GenerateParameters) -> None:
         raise ValidationError("`decoder_input_details` == true is not supported when streaming tokens")
 
 
-def _is_sampling(p: GenerateParameters) -> bool:
+def _asks_for_sampling(p: GenerateParameters) -> bool:
+    """TGI's `best_of` precondition (validation.rs): a sampling field is *set*. Whether a request then samples is
+    SamplingParams.is_sampling (values, as TGI's engine decides), which also decides whether a seed is reported."""
     return bool(p.do_sample or p.temperature is not None or p.top_k is not None or p.top_p is not None
                 or p.typical_p is not None)
 
@@ -59,7 +60,7 @@ def check_parameters(p: GenerateParameters, limits: Limits) -> None:
         if limits.max_best_of == 1 and best_of != 1:
             raise ValidationError("`best_of` != 1 is not allowed for this endpoint")
         raise ValidationError(f"`best_of` must be > 0 and <= {limits.max_best_of}. Given: {best_of}")
-    if best_of > 1 and not _is_sampling(p):
+    if best_of > 1 and not _asks_for_sampling(p):
         raise ValidationError("you must use sampling when `best_of` is > 1")
     if p.temperature is not None and p.temperature <= 0:
         raise ValidationError("`temperature` must be strictly positive")
@@ -164,14 +165,12 @@ class Validator:
 
     def _build(self, text: str, ids: tuple[int, ...], p: GenerateParameters, max_new_tokens: int,
                grammar) -> ValidRequest:
-        sampling = _is_sampling(p)
-        seed = p.seed if p.seed is not None else (secrets.randbits(63) if sampling else None)
         bias = tuple((int(t), float(b)) for t, b in (p.logit_bias or ()))
         for token_id, _ in bias:
             if not 0 <= token_id < self.vocab_size:
                 raise ValidationError(f"`logit_bias` token id {token_id} is outside the vocabulary")
         params = SamplingParams(
-            max_new_tokens=max_new_tokens, do_sample=p.do_sample, seed=seed,
+            max_new_tokens=max_new_tokens, do_sample=p.do_sample, seed=p.seed,
             temperature=p.temperature if p.temperature is not None else 1.0,
             top_k=p.top_k or 0, top_p=p.top_p if p.top_p is not None else 1.0,
             typical_p=p.typical_p if p.typical_p is not None else 1.0,
@@ -179,5 +178,7 @@ class Validator:
             frequency_penalty=p.frequency_penalty or 0.0, presence_penalty=p.presence_penalty or 0.0,
             logit_bias=bias, watermark=p.watermark, top_n_tokens=p.top_n_tokens or 0,
             prompt_logprobs=p.decoder_input_details, ignore_eos=p.ignore_eos, grammar=grammar)
+        if params.is_sampling and params.seed is None:
+            params = dataclasses.replace(params, seed=draw_seed())
         return ValidRequest(text, ids, params, tuple(p.stop), p.best_of or 1, p.details, p.decoder_input_details,
-                            bool(p.return_full_text), seed if sampling else None, max_new_tokens)
+                            bool(p.return_full_text), params.seed if params.is_sampling else None, max_new_tokens)

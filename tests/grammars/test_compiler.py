@@ -9,6 +9,7 @@ import pytest
 from transformers import AutoTokenizer
 
 from grammars.compiler import GrammarCompiler, GrammarError, GrammarSpec
+from grammars.mask import GrammarMasks
 
 SCHEMA = {"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]}
 
@@ -146,11 +147,11 @@ def test_eos_ids_and_wide_logits(tokenizer):
     compiler = GrammarCompiler(tokenizer, vocab_size, (tokenizer.eos_token_id, 5))
     compiled = compiler.compile(compiler.parse({"type": "regex", "value": "ab"}))
     state = compiled.new_state()
-    mask = state.allowed_mask()
+    mask = GrammarMasks().mask(state)
     assert mask.shape == (vocab_size,) and not mask[len(tokenizer):].any() and not mask[[2, 5]].any()
     for token in _spell(compiler, "ab"):
         state.advance(token)
-    mask = state.allowed_mask()
+    mask = GrammarMasks().mask(state)
     assert state.can_end() and state.is_finished()
     assert mask.nonzero().flatten().tolist() == [2, 5]
     compiler.close()

@@ -18,12 +18,6 @@ def sse_events(text: str) -> list[dict]:
     return events
 
 
-@pytest.fixture(scope="module")
-def http(server, auth_headers):
-    with httpx.Client(base_url=server.url, headers=auth_headers, timeout=60) as client:
-        yield client
-
-
 FULL = {"max_new_tokens": 6, "details": True, "decoder_input_details": True, "top_n_tokens": 3, "seed": 7,
         "do_sample": True, "temperature": 0.8, "stop": ["zzz"]}
 
@@ -231,12 +225,12 @@ def test_metrics_names_and_counts(http, server):
     assert values["tgi_batch_next_size_count"] >= 2
 
 
-def test_health_503_when_engine_dead(tiny_llama_dir):
+def test_health_503_when_engine_dead(make_client):
     from router.app import create_app
     from router.config import RouterConfig
-    from tests.router.conftest import LiveServer, make_client
+    from tests.router.conftest import LiveServer
 
-    engine = make_client(tiny_llama_dir)
+    engine = make_client()
     with LiveServer(create_app(engine, RouterConfig())) as live:
         assert httpx.get(live.url + "/health", timeout=10).status_code == 200
         engine.shutdown()  # the engine loop stops: the server must say so

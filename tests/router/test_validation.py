@@ -133,3 +133,14 @@ def test_http_422_body(server, auth_headers):
                    json={"inputs": "x", "parameters": {"top_n_tokens": 9}})
     assert r.status_code == 422
     assert r.json() == {"error": P + "`top_n_tokens` must be >= 0 and <= 5. Given: 9", "error_type": "validation"}
+
+
+@pytest.mark.parametrize("params,samples", [
+    ({"temperature": 1.0}, False),  # a warper at its neutral value: greedy (TGI), so no seed is reported
+    ({"top_p": 1.0, "seed": 5}, False),
+    ({"temperature": 0.7}, True), ({"top_k": 5}, True), ({"do_sample": True}, True),
+])
+def test_reported_seed_follows_whether_the_engine_samples(state, params, samples):
+    v = validate(state, "one", {"max_new_tokens": 2, **params})
+    assert v.params.is_sampling is samples
+    assert (v.seed is not None) is samples and (not samples or v.seed == v.params.seed)
