@@ -8,7 +8,7 @@ import re
 import httpx
 import pytest
 
-from tests.router.conftest import API_KEY, LiveServer, make_client
+from tests.router.conftest import API_KEY, LiveServer
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -35,12 +35,12 @@ REQUEST_HISTOGRAMS = ("tgi_request_duration", "tgi_request_validation_duration",
 
 
 @pytest.fixture(scope="module")
-def live(tiny_llama_dir):
+def live(make_client):
     """A server of its own: its counters start at zero."""
     from router.app import create_app
     from router.config import RouterConfig
 
-    engine = make_client(tiny_llama_dir)
+    engine = make_client()
     with LiveServer(create_app(engine, RouterConfig(api_key=API_KEY))) as server:
         yield server
     engine.shutdown()

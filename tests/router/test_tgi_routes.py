@@ -6,7 +6,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from tests.router.conftest import LiveServer, make_client
+from tests.router.conftest import LiveServer
 
 pytestmark = pytest.mark.timeout(180)
 GENERATE_HEADERS = ("x-compute-type", "x-compute-time", "x-compute-characters", "x-total-time", "x-validation-time",
@@ -60,12 +60,12 @@ def test_stream_headers(http, path, body):
 
 
 @pytest.fixture(scope="module")
-def small(tiny_llama_dir):
+def small(make_client):
     """max_total_tokens 48: a generation without a limit reaches it quickly."""
     from router.app import create_app
     from router.config import RouterConfig
 
-    engine = make_client(tiny_llama_dir)
+    engine = make_client()
     with LiveServer(create_app(engine, RouterConfig(max_total_tokens=48))) as live:
         yield live
     engine.shutdown()

@@ -13,7 +13,7 @@ import time
 import httpx
 import pytest
 
-from tests.router.conftest import LiveServer, make_client
+from tests.router.conftest import LiveServer
 
 pytestmark = pytest.mark.timeout(300)
 STEP_S = 0.25
@@ -21,11 +21,11 @@ MAX_TOTAL = 1100  # > 1,024 + a short prompt: TGI's budget rule lets large max_n
 
 
 @pytest.fixture(scope="module")
-def slow(tiny_llama_dir):
+def slow(make_client):
     from router.app import create_app
     from router.config import RouterConfig
 
-    engine = make_client(tiny_llama_dir, max_num_seqs=1)
+    engine = make_client(max_num_seqs=1)
     gate = {"sleep": 0.0}
     engine.engine.add_step_observer(lambda step: time.sleep(gate["sleep"]))
     with LiveServer(create_app(engine, RouterConfig(max_total_tokens=MAX_TOTAL))) as server:

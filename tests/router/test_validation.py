@@ -99,7 +99,7 @@ def test_best_of_zero_means_one(state):
     assert validate(state, "x", {"best_of": 0}).best_of == 1  # TGI checks best_of only when it is > 1
 
 
-def test_budget_checks_at_most_1024_new_tokens(tiny_llama_dir, engine_client):
+def test_budget_checks_at_most_1024_new_tokens(engine_client):
     big = build_state(engine_client, RouterConfig(max_total_tokens=1100))
     valid = validate(big, "x", {"max_new_tokens": 100000})
     assert valid.max_new_tokens == 1100 - len(valid.prompt_token_ids)  # generate up to the total
