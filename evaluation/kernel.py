@@ -54,6 +54,11 @@ def set_parent_death_signal(signal_number: int) -> None:
     prctl(_PR_SET_PDEATHSIG, signal_number)
 
 
+def become_subreaper() -> None:
+    """Orphaned descendants are reparented to the caller (as to a PID namespace's init), so it can reap them."""
+    prctl(36, 1)  # PR_SET_CHILD_SUBREAPER
+
+
 def no_new_privs() -> bool:
     return prctl(_PR_GET_NO_NEW_PRIVS) == 1
 

@@ -123,17 +123,19 @@ class WorkerPool:
         self._lock = threading.Lock()
 
     def run_job(self, job: dict) -> dict:
-        """The job's reply; a worker that failed yields {"status": "died"} and is replaced by the next call."""
-        with self._lock:
-            worker = self._idle.pop() if self._idle else None
-        if worker is None or not worker.alive():
-            worker = Worker(self.unsafe)
-        reply = worker.request(job)
-        if reply is None:
-            return {"status": "died", "detail": "the sandbox worker died"}
-        with self._lock:
-            self._idle.append(worker)
-        return reply
+        """The job's reply. A worker that fails is replaced and the job tried once more on a fresh one (an idle
+        worker can have died since its last job); failing twice yields {"status": "died"}."""
+        for _ in range(2):
+            with self._lock:
+                worker = self._idle.pop() if self._idle else None
+            if worker is None or not worker.alive():
+                worker = Worker(self.unsafe)
+            reply = worker.request(job)
+            if reply is not None:
+                with self._lock:
+                    self._idle.append(worker)
+                return reply
+        return {"status": "died", "detail": "the sandbox worker died"}
 
     def close(self) -> None:
         with self._lock:

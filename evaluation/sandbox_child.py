@@ -8,6 +8,7 @@ in it, so nothing the job started survives the job. Replies: {"status": "done", 
 """
 import json
 import os
+import re
 import resource
 import select
 import shutil
@@ -21,7 +22,8 @@ JOB_NAMESPACES = kernel.CLONE_NEWPID | kernel.CLONE_NEWNS | kernel.CLONE_NEWNET 
     kernel.CLONE_NEWUTS  # fmt: skip
 SANDBOX_UID = 1000
 MAX_RESULT_BYTES = 256 << 10  # a truncated result is ~1 KB; a flood is an attack
-_VALUE_KEYS = {"exec": {"result": str, "report": str}, "grade": {"equal": bool}, "probe": None}
+_VALUE_KEYS = {"exec": {"result": str, "report": str}, "grade": {"equal": bool}, "grade-once": {"equal": bool},
+               "probe": None}
 # Grading jobs go to a reusable grading child (GradeServer) instead of one child each: a fresh fork of the worker
 # grades an item about twice as slowly (copy-on-write faults, cold sympy caches).
 
@@ -76,6 +78,8 @@ def _child(job: dict, namespaces: bool, work_dir: str | None, result_fd: int, re
         _wall_in(job, namespaces, work_dir)
         if job["kind"] == "grade-server":
             _serve_grades(request_fd, result_fd)
+        elif job["kind"] == "grade-once":
+            value = sandbox_jobs.grade(job["prediction"], job["reference"])
         elif job["kind"] == "exec":
             value = sandbox_jobs.run_program(job["code"], job["mode"], job["truncate_chars"])
         else:
@@ -187,7 +191,15 @@ def _reap_strays() -> None:
 _grade_servers: dict[bool, "GradeServer"] = {}
 
 
+# Text that could reach Python's builtins through sympy's parse_expr (dunders, exec, getattr, ...) is graded in a
+# throwaway child, so that it cannot leave state behind in the reusable one and change later grades.
+_SUSPICIOUS = re.compile(r"__|\b(?:exec|eval|compile|open|getattr|setattr|delattr|globals|locals|vars|breakpoint|"
+                         r"input|exit|quit|help|memoryview|classmethod|staticmethod|property|type|object)\b")
+
+
 def run_job(job: dict, namespaces: bool, work_dir: str | None) -> dict:
+    if job["kind"] == "grade" and _SUSPICIOUS.search(job["prediction"] + "\n" + job["reference"]):
+        return _run_job({**job, "kind": "grade-once"}, namespaces, work_dir)
     if job["kind"] == "grade":
         server = _grade_servers.setdefault(namespaces, GradeServer(namespaces))
         return server.grade(job)
@@ -250,9 +262,13 @@ class GradeServer:
                 os.close(fd)
             self.pid = 0
 
+    def _alive(self) -> bool:
+        return bool(self.pid) and not select.select([self.pidfd], [], [], 0)[0]
+
     def grade(self, job: dict) -> dict:
         try:
-            if not self.pid:
+            if not self._alive():  # a child that died between items must not cost the next item its grade
+                self.stop()
                 self._start(job["limits"])
             _write_all(self.request_w, json.dumps({k: job[k] for k in ("prediction", "reference")}).encode() + b"\n")
             reply = self._reply(job["timeout_s"])

@@ -63,6 +63,7 @@ def _become_init(namespaces: bool) -> None:
     from evaluation import kernel
 
     kernel.set_parent_death_signal(signal.SIGKILL)
+    kernel.become_subreaper()  # without a PID namespace (unsafe mode) jobs must still be reparented to us
 
 
 def _setup(setup: dict, control_in, control_out) -> dict:
