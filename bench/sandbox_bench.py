@@ -17,9 +17,9 @@ PROGRAMS = {
 
 
 def _rate(execute, program: str, count: int, threads: int) -> float:
-    execute(program)  # warm-up: starts pools / caches probes
-    started = time.perf_counter()
     with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(lambda _: execute(program), range(threads)))  # warm-up: starts workers / caches probes
+        started = time.perf_counter()
         results = list(pool.map(lambda _: execute(program), range(count)))
     elapsed = time.perf_counter() - started
     assert all(r.report == "Done" for r in results), {r.report for r in results}
