@@ -10,6 +10,7 @@ BENCHES = {
     "grammar": ("bench.grammar_bench", "constrained decoding cost and grammar compile times (issue 5)"),
     "slm": ("bench.slm_bench", "SLM vs causal-LM training cost and scoring throughput (issue 4)"),
     "gpu": ("bench.gpu_bench", "the CUDA path against transformers on one GPU (issue 9; run bench/gpu.sh)"),
+    "sandbox": ("bench.sandbox_bench", "tora/pal executor executions per second, trivial and sympy programs (issue 16)"),
 }
 
 
