@@ -9,17 +9,23 @@ build over it is killed with its process, and its request gets a 422); each work
 builds are not cached (a retry builds again); deterministic failures (invalid regex or schema) are cached like
 successes. Concurrent requests for the same grammar share one build. The Index comes back pickled (outlines-core's
 binary form; figures in `bench/grammar_bench.py`).
+
+JSON schemas with unconstrained values (`{}`, pydantic's `Any`, bare objects / arrays) go to llguidance when it is
+installed (`llguidance_grammar.py` says why); `use_llguidance=False` keeps everything on outlines-core.
 """
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import json
 import threading
 from collections import OrderedDict
 from pathlib import Path
 
+from grammars import llguidance_grammar
 from grammars.build_worker import BuildFailed, BuildTimeout, WorkerDied
 from grammars.compiled import CompiledGrammar
+from grammars.json_values import generic_json_regex, has_unconstrained_value
 from grammars.spec import GrammarError, GrammarSpec, parse_grammar, regex_of
 from grammars.vocabulary import build_vocabulary, token_bytes
 from grammars.worker_pool import PoolBusy, WorkerPool
@@ -32,7 +38,7 @@ __all__ = ["GrammarCompiler", "GrammarError", "GrammarSpec", "CompiledGrammar", 
 class GrammarCompiler:
     def __init__(self, tokenizer, vocab_size: int, eos_token_ids: int | tuple[int, ...] | list[int] | None = None,
                  cache_size: int = 64, compile_timeout_s: float = 10.0, num_workers: int = 2,
-                 memory_limit_mb: int | None = DEFAULT_MEMORY_LIMIT_MB):
+                 memory_limit_mb: int | None = DEFAULT_MEMORY_LIMIT_MB, use_llguidance: bool = True):
         if eos_token_ids is None:
             eos_token_ids = tokenizer.eos_token_id
         self.eos_token_ids = (eos_token_ids,) if isinstance(eos_token_ids, int) else tuple(eos_token_ids)
@@ -49,6 +55,8 @@ class GrammarCompiler:
         self._lock = threading.Lock()
         self.pool = WorkerPool(self.tokens, self.eos_token_ids[0], num_workers,
                                memory_limit_mb * 2 ** 20 if memory_limit_mb else None)
+        self._llguidance = (llguidance_grammar.LLGuidanceTokenizers(tokenizer, vocab_size)
+                            if use_llguidance and llguidance_grammar.available() else None)
         self.num_builds = 0  # grammars actually compiled (cache misses); read by tests and metrics
 
     # ----- public -----
@@ -109,7 +117,19 @@ class GrammarCompiler:
         self._finish(spec.cache_key, compiled)  # cached before any waiter wakes
         future.set_result(compiled)
 
+    def engine_for(self, spec: GrammarSpec) -> str:
+        """"llguidance" for JSON schemas with unconstrained values (when installed), else "outlines"."""
+        if self._llguidance is None or spec.kind != "json":
+            return "outlines"
+        schema = json.loads(spec.value)
+        return "llguidance" if generic_json_regex(schema) is not None or has_unconstrained_value(schema) else "outlines"
+
     def _build(self, spec: GrammarSpec) -> CompiledGrammar:
+        if self.engine_for(spec) == "llguidance":  # ~1 ms, no index: no worker needed
+            compiled = llguidance_grammar.build(spec, self._llguidance, self.vocab_size, self.eos_token_ids)
+            with self._lock:
+                self.num_builds += 1
+            return compiled
         regex = regex_of(spec)  # GrammarError for bad schemas and absurd repetition counts, before any build
         try:
             index = self.pool.build(regex, self.compile_timeout_s, wait_s=self.compile_timeout_s)
