@@ -10,8 +10,8 @@ builds are not cached (a retry builds again); deterministic failures (invalid re
 successes. Concurrent requests for the same grammar share one build. The Index comes back pickled (outlines-core's
 binary form; figures in `bench/grammar_bench.py`).
 
-JSON schemas with unconstrained values (`{}`, pydantic's `Any`, bare objects / arrays) go to llguidance when it is
-installed (`llguidance_grammar.py` says why); `use_llguidance=False` keeps everything on outlines-core.
+JSON schemas with unconstrained values (`{}`, pydantic's `Any`, bare objects / arrays) or more than
+MAX_OUTLINES_OPTIONAL optional properties in one object go to llguidance when it is installed (`llguidance_grammar.py` says why); `use_llguidance=False` keeps everything on outlines-core.
 """
 from __future__ import annotations
 
@@ -25,11 +25,13 @@ from pathlib import Path
 from grammars import llguidance_grammar
 from grammars.build_worker import BuildFailed, BuildTimeout, WorkerDied
 from grammars.compiled import CompiledGrammar
-from grammars.json_values import generic_json_regex, has_unconstrained_value
+from grammars.json_values import generic_json_regex, has_unconstrained_value, most_optional_properties
 from grammars.spec import GrammarError, GrammarSpec, parse_grammar, regex_of
 from grammars.vocabulary import build_vocabulary, token_bytes
 from grammars.worker_pool import PoolBusy, WorkerPool
 
+# More optional properties than this in one object: llguidance (outlines' regex enumerates their orders).
+MAX_OUTLINES_OPTIONAL = 12
 DEFAULT_MEMORY_LIMIT_MB = 4096  # per worker process; a large legitimate build (any-JSON, vocab 32k) stays far under
 
 __all__ = ["GrammarCompiler", "GrammarError", "GrammarSpec", "CompiledGrammar", "make_compiler_for"]
@@ -118,11 +120,20 @@ class GrammarCompiler:
         future.set_result(compiled)
 
     def engine_for(self, spec: GrammarSpec) -> str:
-        """"llguidance" for JSON schemas with unconstrained values (when installed), else "outlines"."""
+        """"llguidance" (when installed) for JSON schemas with unconstrained values or many optional properties,
+        else "outlines"."""
         if self._llguidance is None or spec.kind != "json":
             return "outlines"
         schema = json.loads(spec.value)
-        return "llguidance" if generic_json_regex(schema) is not None or has_unconstrained_value(schema) else "outlines"
+        if generic_json_regex(schema) is not None or has_unconstrained_value(schema):
+            return "llguidance"
+        return "llguidance" if most_optional_properties(schema) > MAX_OUTLINES_OPTIONAL else "outlines"
+
+    def warm_up(self) -> None:
+        """Make what the first grammar would otherwise wait for: llguidance's tokenizer (~0.7 s at vocab 32k).
+        The worker processes already start in the background."""
+        if self._llguidance is not None:
+            self._llguidance.get()
 
     def _build(self, spec: GrammarSpec) -> CompiledGrammar:
         if self.engine_for(spec) == "llguidance":  # ~1 ms, no index: no worker needed

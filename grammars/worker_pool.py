@@ -29,6 +29,8 @@ class WorkerPool:
         self._slots = threading.Semaphore(size)
         self._idle: list[BuildWorker] = []
         self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)  # a worker became idle, or a start ended
+        self._starting = 0  # background starts in flight: a build waits for one rather than starting its own
         self._closed = False
         self._all: set[BuildWorker] = set()  # for close(): idle, busy and starting workers
         weakref.finalize(self, _kill_all, self._all)
@@ -69,7 +71,10 @@ class WorkerPool:
     def _take(self) -> BuildWorker:
         """An idle ready worker, else a new one (waited for: start-up is not the build's time)."""
         with self._lock:
-            while self._idle:
+            while self._idle or self._starting:
+                if not self._idle:
+                    self._changed.wait()
+                    continue
                 worker = self._idle.pop()
                 if worker.alive():
                     return worker
@@ -90,12 +95,20 @@ class WorkerPool:
 
     def _start_in_background(self) -> None:
         def start():
+            worker = None
             try:
                 worker = self._new_worker()
                 worker.wait_ready(time.monotonic() + STARTUP_TIMEOUT_S)
+                self._give_back(worker)  # idle before the start counts as over: no build starts a second one
             except (WorkerDied, BuildTimeout, OSError):
-                return
-            self._give_back(worker)
+                pass
+            finally:
+                with self._lock:
+                    self._starting -= 1
+                    self._changed.notify_all()
+
+        with self._lock:
+            self._starting += 1
 
         threading.Thread(target=start, daemon=True, name="grammar-worker-start").start()
 
@@ -103,6 +116,7 @@ class WorkerPool:
         with self._lock:
             if not self._closed and worker.alive() and len(self._idle) < self._size:
                 self._idle.append(worker)
+                self._changed.notify_all()
                 return
         self._discard(worker)
 

@@ -80,5 +80,7 @@ def test_engine_choice(tokenizer_dir):
             expected = "llguidance" if name in ("any_json", "any_object") else "outlines"
             assert compiler.engine_for(parse_grammar({"type": "json", "value": schema})) == expected, name
         assert compiler.engine_for(parse_grammar({"type": "regex", "value": "a+"})) == "outlines"
+        many = {"type": "object", "properties": {f"f{i}": {"type": "integer"} for i in range(20)}}
+        assert compiler.engine_for(parse_grammar({"type": "json", "value": many})) == "llguidance"
     finally:
         compiler.close()
