@@ -64,32 +64,31 @@ struct RowState {
 };
 
 // Fold keys [t0, t1) of one block into one query row's state. k_rows/v_rows point at the block's first key for
-// this kv head; consecutive keys are `key_stride` elements apart.
+// this kv head; consecutive keys are `key_stride` elements apart. D is the head dim (a compile-time constant for the
+// common sizes, so that the dot and axpy loops unroll without remainders).
 template <typename T>
 inline void fold_block(const float* q, const T* k_rows, const T* v_rows, int64_t key_stride, int64_t t0, int64_t t1,
-                       int64_t head_dim, float scale, float* scores, float& m, float& l, float* acc) {
+                       int64_t D, float scale, float* scores, float& m, float& l, float* acc) {
   float block_max = -std::numeric_limits<float>::infinity();
   for (int64_t t = t0; t < t1; ++t) {
-    scores[t] = dot(q, k_rows + t * key_stride, head_dim) * scale;
+    scores[t] = dot(q, k_rows + t * key_stride, D) * scale;
     block_max = std::max(block_max, scores[t]);
   }
   const float m_new = std::max(m, block_max);
   if (m_new > m) {  // rescale what was accumulated under the old max (exp(-inf) = 0 on the first block)
     const float alpha = std::exp(m - m_new);
     l *= alpha;
-    scale_in_place(acc, alpha, head_dim);
+    scale_in_place(acc, alpha, D);
     m = m_new;
   }
-  for (int64_t t = t0; t < t1; ++t) {
-    const float p = std::exp(scores[t] - m);
-    l += p;
-    axpy(p, v_rows + t * key_stride, acc, head_dim);
-  }
+  l += exp_and_sum(scores + t0, m, t1 - t0);  // scores become the softmax weights
+  for (int64_t t = t0; t < t1; ++t) axpy(scores[t], v_rows + t * key_stride, acc, D);
 }
 
-template <typename T>
+template <typename T, int HEAD_DIM>  // HEAD_DIM 0: known only at run time
 void run_item(const Problem<T>& P, const Item& it, RowState& st) {
-  const int64_t group = P.num_heads / P.num_kv_heads, D = P.head_dim, BS = P.block_size;
+  const int64_t D = HEAD_DIM > 0 ? HEAD_DIM : P.head_dim;
+  const int64_t group = P.num_heads / P.num_kv_heads, BS = P.block_size;
   const int64_t tok0 = P.query_start_loc[it.seq];
   const int64_t q_len = P.query_start_loc[it.seq + 1] - tok0;
   const int64_t prefix = P.seq_lens[it.seq] - q_len;  // cached context before the first new token
@@ -142,7 +141,7 @@ std::vector<Item> make_items(const int32_t* qsl, const int32_t* seq_lens, int64_
   return items;
 }
 
-template <typename T>
+template <typename T, int HEAD_DIM>
 void run_all(const Problem<T>& P, const std::vector<Item>& items) {
   std::atomic<int64_t> next{0};
   const int64_t n = static_cast<int64_t>(items.size());
@@ -150,7 +149,7 @@ void run_all(const Problem<T>& P, const std::vector<Item>& items) {
   // One chunk per thread; each thread then takes items from the shared counter (dynamic balance).
   at::parallel_for(0, workers, 1, [&](int64_t, int64_t) {
     RowState st;
-    for (int64_t i = next.fetch_add(1); i < n; i = next.fetch_add(1)) run_item(P, items[i], st);
+    for (int64_t i = next.fetch_add(1); i < n; i = next.fetch_add(1)) run_item<T, HEAD_DIM>(P, items[i], st);
   });
 }
 
@@ -197,7 +196,12 @@ void dispatch(const at::Tensor& query, const at::Tensor& k_cache, const at::Tens
                k_cache.data_ptr<T>(), v_cache.data_ptr<T>(), qsl, lens, tables.data_ptr<int32_t>(),
                tables.size(1), query.size(1), k_cache.size(2), query.size(2), k_cache.size(1),
                static_cast<float>(scale), window};
-  run_all(P, items);
+  switch (P.head_dim) {
+    case 32: return run_all<T, 32>(P, items);
+    case 64: return run_all<T, 64>(P, items);
+    case 128: return run_all<T, 128>(P, items);
+    default: return run_all<T, 0>(P, items);
+  }
 }
 
 at::Tensor paged_attention(const at::Tensor& query, const at::Tensor& k_cache, const at::Tensor& v_cache,

@@ -89,6 +89,7 @@ CASES = {
     "long-prefill-over-prefix": Case(64, 8, 4, 16, [(300, 70), (0, 200), (511, 1)]),
     "bf16-cache-mixed": Case(64, 8, 4, 16, MIXED, cache_dtype=torch.bfloat16),
     "mqa-one-kv-head": Case(32, 8, 1, 16, MIXED),
+    "head-dim-80-runtime-path": Case(80, 4, 2, 16, MIXED, window=30),
 }
 
 
