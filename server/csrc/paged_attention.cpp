@@ -28,6 +28,7 @@ namespace rho_serve {
 namespace {
 
 constexpr int64_t kQueryTile = 16;  // new tokens per work item: bounds the per-item state for long prefill chunks
+constexpr int64_t kTransposeRows = 8;  // query rows per item from which transposing each key block once pays
 
 struct Item {
   int64_t seq, kv_head, q_begin, q_end;  // rows [q_begin, q_end) of the sequence's new tokens
@@ -54,26 +55,23 @@ inline int64_t key_lo(int64_t p, int64_t window) { return window > 0 ? std::max<
 
 // Per-row online softmax state: running max m, running sum l, accumulator acc (head_dim floats).
 struct RowState {
-  std::vector<float> m, l, acc, scores;
+  std::vector<float> m, l, acc, scores, kt;  // kt: one block's keys transposed (head_dim, block_size)
   void reset(int64_t rows, int64_t head_dim, int64_t block_size) {
     m.assign(rows, -std::numeric_limits<float>::infinity());
     l.assign(rows, 0.f);
     acc.assign(rows * head_dim, 0.f);
     scores.resize(block_size);
+    kt.resize(block_size * head_dim);
   }
 };
 
-// Fold keys [t0, t1) of one block into one query row's state. k_rows/v_rows point at the block's first key for
-// this kv head; consecutive keys are `key_stride` elements apart. D is the head dim (a compile-time constant for the
-// common sizes, so that the dot and axpy loops unroll without remainders).
+// Fold the scores [t0, t1) of one block (already scaled) into one query row's state; `scores` become the softmax
+// weights. v_rows points at the block's first value for this kv head; consecutive values are `key_stride` apart.
 template <typename T>
-inline void fold_block(const float* q, const T* k_rows, const T* v_rows, int64_t key_stride, int64_t t0, int64_t t1,
-                       int64_t D, float scale, float* scores, float& m, float& l, float* acc) {
+inline void fold_scores(float* scores, const T* v_rows, int64_t key_stride, int64_t t0, int64_t t1, int64_t D,
+                        float& m, float& l, float* acc) {
   float block_max = -std::numeric_limits<float>::infinity();
-  for (int64_t t = t0; t < t1; ++t) {
-    scores[t] = dot(q, k_rows + t * key_stride, D) * scale;
-    block_max = std::max(block_max, scores[t]);
-  }
+  for (int64_t t = t0; t < t1; ++t) block_max = std::max(block_max, scores[t]);
   const float m_new = std::max(m, block_max);
   if (m_new > m) {  // rescale what was accumulated under the old max (exp(-inf) = 0 on the first block)
     const float alpha = std::exp(m - m_new);
@@ -81,8 +79,34 @@ inline void fold_block(const float* q, const T* k_rows, const T* v_rows, int64_t
     scale_in_place(acc, alpha, D);
     m = m_new;
   }
-  l += exp_and_sum(scores + t0, m, t1 - t0);  // scores become the softmax weights
+  l += exp_and_sum(scores + t0, m, t1 - t0);
   for (int64_t t = t0; t < t1; ++t) axpy(scores[t], v_rows + t * key_stride, acc, D);
+}
+
+// Scores of one query row against keys [t0, t1) of a block, one dot product per key (decode: few rows per block).
+template <typename T>
+inline void scores_by_dot(const float* q, const T* k_rows, int64_t key_stride, int64_t t0, int64_t t1, int64_t D,
+                          float scale, float* scores) {
+  for (int64_t t = t0; t < t1; ++t) scores[t] = dot(q, k_rows + t * key_stride, D) * scale;
+}
+
+// The same from the block's keys transposed once into kt (D, BS) (prefill: many rows per block), vectorised over
+// keys: no horizontal sum per key.
+inline void scores_by_transposed(const float* q, const float* kt, int64_t BS, int64_t t0, int64_t t1, int64_t D,
+                                 float scale, float* __restrict scores) {
+  for (int64_t t = t0; t < t1; ++t) scores[t] = 0.f;
+  for (int64_t d = 0; d < D; ++d) {
+    const float qd = q[d] * scale;
+    const float* __restrict row = kt + d * BS;
+#pragma omp simd
+    for (int64_t t = t0; t < t1; ++t) scores[t] += qd * row[t];
+  }
+}
+
+template <typename T>
+inline void transpose_block(const T* k_rows, int64_t key_stride, int64_t BS, int64_t D, float* kt) {
+  for (int64_t t = 0; t < BS; ++t)
+    for (int64_t d = 0; d < D; ++d) kt[d * BS + t] = widen(k_rows[t * key_stride + d]);
 }
 
 template <typename T, int HEAD_DIM>  // HEAD_DIM 0: known only at run time
@@ -102,6 +126,8 @@ void run_item(const Problem<T>& P, const Item& it, RowState& st) {
     const int64_t offset = (static_cast<int64_t>(table[blk]) * BS * P.num_kv_heads + it.kv_head) * D;
     const T* k_rows = P.k + offset;
     const T* v_rows = P.v + offset;
+    const bool transposed = rows >= kTransposeRows;
+    if (transposed) transpose_block(k_rows, key_stride, BS, D, st.kt.data());
     for (int64_t i = it.q_begin; i < it.q_end; ++i) {
       const int64_t p = prefix + i;
       const int64_t t0 = std::max<int64_t>(key_lo(p, P.window) - base, 0);
@@ -110,8 +136,12 @@ void run_item(const Problem<T>& P, const Item& it, RowState& st) {
       for (int64_t j = 0; j < group; ++j) {
         const int64_t r = (i - it.q_begin) * group + j, h = it.kv_head * group + j;
         const float* q = P.q + (tok0 + i) * P.q_stride_token + h * P.q_stride_head;
-        fold_block(q, k_rows, v_rows, key_stride, t0, t1, D, P.scale, st.scores.data(), st.m[r], st.l[r],
-                   st.acc.data() + r * D);
+        float* scores = st.scores.data();
+        if (transposed)
+          scores_by_transposed(q, st.kt.data(), BS, t0, t1, D, P.scale, scores);
+        else
+          scores_by_dot(q, k_rows, key_stride, t0, t1, D, P.scale, scores);
+        fold_scores(scores, v_rows, key_stride, t0, t1, D, st.m[r], st.l[r], st.acc.data() + r * D);
       }
     }
   }
