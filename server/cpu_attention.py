@@ -14,6 +14,7 @@ import logging
 import os
 import shutil
 import subprocess
+import threading
 import time
 from pathlib import Path
 from typing import Callable
@@ -39,11 +40,14 @@ class _Loader:
     def __init__(self) -> None:
         self.tried = False
         self.op: Callable[..., torch.Tensor] | None = None
+        self._lock = threading.Lock()  # the engine thread and a benchmark or test may ask at once
 
     def get(self) -> Callable[..., torch.Tensor] | None:
         if not self.tried:
-            self.tried = True
-            self.op = _load_or_build()
+            with self._lock:
+                if not self.tried:
+                    self.op = _load_or_build()
+                    self.tried = True
         return self.op
 
 
