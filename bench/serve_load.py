@@ -119,8 +119,8 @@ class ServerProcess:
         self.stop()
 
 
-def tree_rss_mb(pid: int) -> float:
-    """Resident memory of a process and all its descendants (an engine-core child counts), in MiB."""
+def tree_pids(pid: int) -> list[int]:
+    """A process and all its descendants (an engine-core child counts)."""
     children: dict[int, list[int]] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
@@ -128,10 +128,17 @@ def tree_rss_mb(pid: int) -> float:
             children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
         except (OSError, IndexError, ValueError):
             continue
-    total, todo = 0, [pid]
+    pids, todo = [], [pid]
     while todo:
-        p = todo.pop()
-        todo.extend(children.get(p, []))
+        pids.append(todo.pop())
+        todo.extend(children.get(pids[-1], []))
+    return pids
+
+
+def rss_mb(pids: list[int]) -> float:
+    """Summed resident memory of these processes, in MiB (gone ones count 0)."""
+    total = 0
+    for p in pids:
         try:
             for line in Path(f"/proc/{p}/status").read_text().splitlines():
                 if line.startswith("VmRSS:"):
@@ -139,6 +146,10 @@ def tree_rss_mb(pid: int) -> float:
         except OSError:
             continue
     return total / 1024
+
+
+def tree_rss_mb(pid: int) -> float:
+    return rss_mb(tree_pids(pid))
 
 
 def drive(server: ServerProcess, dialect: Dialect, prompts: list[str], max_new_tokens: int, concurrency: int,
@@ -153,7 +164,8 @@ async def _drive(server, dialect, prompts, max_new_tokens, concurrency, stream) 
 
     gate = asyncio.Semaphore(concurrency)
     latencies, ttfts, gaps = [], [], []
-    peak = [server.rss_mb()]
+    pids = tree_pids(server.proc.pid)  # once: sampling then reads only these processes' status files
+    peak = [rss_mb(pids)]
 
     async def one(session, prompt: str) -> int:
         async with gate:
@@ -169,7 +181,7 @@ async def _drive(server, dialect, prompts, max_new_tokens, concurrency, stream) 
     async def sample_rss():
         while True:
             await asyncio.sleep(0.2)
-            peak[0] = max(peak[0], server.rss_mb())
+            peak[0] = max(peak[0], rss_mb(pids))
 
     timeout = aiohttp.ClientTimeout(total=None, sock_read=120)
     connector = aiohttp.TCPConnector(limit=concurrency)
@@ -181,7 +193,7 @@ async def _drive(server, dialect, prompts, max_new_tokens, concurrency, stream) 
         finally:
             seconds, cpu = time.perf_counter() - start, _cpu_seconds() - cpu0
             sampler.cancel()
-    return LoadResult(sum(counts), seconds, cpu, max(peak[0], server.rss_mb()), latencies, ttfts, gaps)
+    return LoadResult(sum(counts), seconds, cpu, max(peak[0], rss_mb(pids)), latencies, ttfts, gaps)
 
 
 async def _read_body(r, dialect: Dialect) -> int:
