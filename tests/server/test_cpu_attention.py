@@ -104,6 +104,28 @@ def test_matches_the_torch_path(built, name):
     assert rel_error(got, want) < REL_TOL
 
 
+@pytest.mark.parametrize("name", ["mixed-gqa-d32-b16", "long-prefill-over-prefix", "window-mixed-mha",
+                                  "decode-gqa-d64-b16"])
+def test_the_engine_default_splits_long_chunks_to_the_torch_path_and_matches_it(built, name):
+    case = CASES[name]
+    query, k_cache, v_cache, meta = build(case, seed=len(name) + 1)
+    scale = case.head_dim ** -0.5
+    want = paged_attention(query, k_cache, v_cache, meta, scale, case.window)
+    got = cpu_attention.paged_attention_mixed(query, k_cache, v_cache, meta, scale, case.window)
+    assert rel_error(got, want) < REL_TOL
+    short, long_ = meta.backend_cache["cpp_split"]
+    lens = [new for _, new in case.seqs]
+    assert (short is not None) == any(n <= cpu_attention.MAX_OPERATOR_QUERY_LEN for n in lens)
+    assert (long_ is not None) == any(n > cpu_attention.MAX_OPERATOR_QUERY_LEN for n in lens)
+
+
+def test_the_engine_uses_the_operator_on_cpu_by_default(built):
+    from server.attention import attention_backend
+
+    assert attention_backend("cpp", "cpu")[0] is cpu_attention.paged_attention_mixed
+    assert attention_backend("torch", "cpu")[0] is paged_attention
+
+
 def test_bf16_query_comes_back_bf16(built):
     query, k_cache, v_cache, meta = build(Case(32, 8, 4, 16, MIXED), seed=3)
     q16 = query.to(torch.bfloat16)
