@@ -1,18 +1,22 @@
-"""Per-sequence grammar state: where one sequence stands in its grammar's automaton.
+"""Per-sequence grammar state: where one sequence stands in its grammar's automaton. Plain values, no tensors.
 
 The state is an automaton state id plus an "EOS accepted" flag, read and stepped through the shared outlines-core
-`Index` (as outlines-core's `Guide` does internally). Keeping the id ourselves makes `copy()` O(1) for best_of
-fan-out, while a `Guide` can only be copied by pickling its whole index. Preemption (recompute) keeps the state
-object: the generated tokens are kept, so the automaton position is still right.
+`Index` (as outlines-core's `Guide` does internally). Keeping the id ourselves makes `copy()` O(1), while a `Guide`
+can only be copied by pickling its whole index. Preemption (recompute) keeps the state object: the generated tokens
+are kept, so the automaton position is still right. The engine creates states (`CompiledGrammar.new_state()`) and
+advances them; their token masks come from grammars.mask.GrammarMasks.
 
 EOS rule (outlines-core raises on advancing with EOS): EOS sampled where `can_end()` ends the sequence; the
 engine does not call `advance` then (calling it anyway just records the end).
 """
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
 
-from grammars.compiled import CompiledGrammar
+if TYPE_CHECKING:  # compiled.py imports this module at run time; the dependency only goes that way
+    from grammars.compiled import CompiledGrammar
+
+EOS_ACCEPTED = -1  # mask key of a state that has taken EOS (only EOS may follow)
 
 
 class GrammarViolation(RuntimeError):
@@ -27,11 +31,15 @@ class GrammarState:
         self.state = state
         self.eos_accepted = eos_accepted
 
-    def allowed_mask(self, device: torch.device | str = "cpu") -> torch.Tensor:
-        """(vocab_size,) bool; cached per (grammar, automaton state, device): do not modify it."""
+    @property
+    def mask_key(self) -> int:
+        """What the allowed tokens depend on: the automaton state, or EOS_ACCEPTED."""
+        return EOS_ACCEPTED if self.eos_accepted else self.state
+
+    def allowed_token_ids(self) -> list[int] | tuple[int, ...]:
         if self.eos_accepted:
-            return self.grammar.eos_mask(device)
-        return self.grammar.allowed_mask(self.state, device)
+            return self.grammar.eos_token_ids
+        return self.grammar.allowed_token_ids(self.state)
 
     def can_end(self) -> bool:
         """EOS is allowed now."""
@@ -41,8 +49,8 @@ class GrammarState:
         """EOS was accepted, or the automaton is in a final state that no token can extend."""
         if self.eos_accepted:
             return True
-        return self.can_end() and not bool(self.grammar.allowed_mask(self.state).logical_and(
-            ~self.grammar.eos_mask()).any())
+        eos = self.grammar.eos_token_ids
+        return self.can_end() and all(t in eos for t in self.grammar.allowed_token_ids(self.state))
 
     def advance(self, token_id: int) -> None:
         if token_id in self.grammar.eos_token_ids and self.can_end():

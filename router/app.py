@@ -1,5 +1,7 @@
 """create_app(client, config): the TGI routes on one FastAPI app (OpenAI routes are registered by router.openai).
 
+The engine is reached only through `client` (server.client.EngineClient); nothing here touches tensors.
+
 Every route body is parsed by router.http (TGI error bodies), generation goes through state.validator and
 state.infer, and responses are shaped by router.streaming.
 """
@@ -14,12 +16,15 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from starlette.responses import JSONResponse, Response
 
-from router import schemas
+from router import chat_tokenize, schemas, vertex
+from router import openai as openai_routes
+from router.chat_tokenize import simple_tokens
 from router.config import RouterConfig
 from router.errors import RouterError, ValidationError
-from router.http import PayloadLimit, install_error_handlers, parse_body, read_json, to_model
+from router.http import BodyError, PayloadLimit, install_error_handlers, parse_body, read_json, to_model
 from router.state import RouterState, build_state
 from router.streaming import generate_response, sse_response, tgi_events
+from router.timing import generation_headers, stream_headers
 from router.validation import check_stream
 
 _ERRORS = {422: {"model": schemas.ErrorResponse}, 424: {"model": schemas.ErrorResponse},
@@ -34,33 +39,24 @@ _SCORING_RESPONSE = {"oneOf": [{"type": "array", "items": {"$ref": "#/components
                                {"type": "object", "required": ["object", "choices"]}]}
 
 
-def _ms(seconds: float) -> str:
-    return str(int(seconds * 1000))
-
-
 async def run_generate(state: RouterState, req: schemas.GenerateRequest, *, as_list: bool = False) -> Response:
-    """Non-streaming generation with TGI's timing headers."""
-    start = time.perf_counter()
+    """Non-streaming generation with TGI's timing headers (router.timing)."""
+    start = time.monotonic()
     state.metrics.request_count.inc()
     best_of = req.parameters.best_of or 1  # one permit per sequence; a best_of out of range fails validation below
     async with state.infer.slot(best_of if best_of <= state.limits.max_best_of else 1):
-        valid = await state.validator.validate(req.inputs, req.parameters)
-        validated = time.perf_counter()
+        valid = await state.validator.validate(req.inputs, req.parameters, received_at=start)
         gen = await state.infer.generate(valid)
-    total = time.perf_counter() - start
-    state.metrics.observe_request(gen, len(valid.prompt_token_ids), valid.max_new_tokens, validated - start, total)
+    state.metrics.request_success.inc()
     body = generate_response(gen, valid)
-    per_token = gen.inference_s / max(gen.num_generated_tokens, 1)
-    headers = {"x-compute-type": state.compute_type, "x-compute-time": f"{total:.6f}",
-               "x-compute-characters": str(len(req.inputs)), "x-total-time": _ms(total),
-               "x-validation-time": _ms(validated - start), "x-queue-time": _ms(gen.queue_s),
-               "x-inference-time": _ms(gen.inference_s), "x-time-per-token": _ms(per_token),
-               "x-prompt-tokens": str(gen.num_prompt_tokens), "x-generated-tokens": str(gen.num_generated_tokens)}
+    headers = generation_headers(state.compute_type, len(req.inputs), gen.timing, time.monotonic() - start,
+                                 gen.num_prompt_tokens, gen.num_generated_tokens)
     return JSONResponse([body] if as_list else body, headers=headers)
 
 
 def run_stream(state: RouterState, req: schemas.GenerateRequest) -> Response:
     """SSE generation: always HTTP 200; every error (429 included) is one in-band event (TGI)."""
+    start = time.monotonic()
     state.metrics.request_count.inc()
 
     async def events():
@@ -72,7 +68,7 @@ def run_stream(state: RouterState, req: schemas.GenerateRequest) -> Response:
         try:
             check_stream(req.parameters)
             async with state.infer.slot():
-                valid = await state.validator.validate(req.inputs, req.parameters, stream=True)
+                valid = await state.validator.validate(req.inputs, req.parameters, stream=True, received_at=start)
                 async for event in tgi_events(state.infer.stream(valid), valid, fail):
                     yield event
         except RouterError as e:
@@ -84,12 +80,17 @@ def run_stream(state: RouterState, req: schemas.GenerateRequest) -> Response:
         if not failures:
             state.metrics.request_success.inc()
 
-    headers = {"x-compute-type": state.compute_type, "x-compute-characters": str(len(req.inputs))}
+    headers = stream_headers(state.compute_type, len(req.inputs))
     return sse_response(events(), state.config.keep_alive_s, headers, state.config.graceful_termination_timeout)
 
 
 def _count_failure(state: RouterState):
-    return lambda e: state.metrics.observe_failure(e.error_type)
+    """TGI counts nothing for a request its body extractor refused (not JSON, wrong shape, too large): such a
+    request is neither in tgi_request_count nor in tgi_request_failure."""
+    def count(e: RouterError) -> None:
+        if not isinstance(e, BodyError) and e.status != 413:
+            state.metrics.observe_failure(e.error_type)
+    return count
 
 
 async def dispatch(state: RouterState, request: Request) -> Response:
@@ -105,16 +106,9 @@ async def dispatch(state: RouterState, request: Request) -> Response:
 
 
 async def _openai_dispatch(state: RouterState, body: dict, request: Request) -> Response:
-    name = "chat_endpoint" if "messages" in body else "completions_endpoint"
-    try:
-        import router.openai as openai_routes
-        endpoint = getattr(openai_routes, name)
-    except (ImportError, AttributeError):
-        field = "messages" if "messages" in body else "prompt"
-        raise RouterError(f"this server has no OpenAI routes yet, so a body with `{field}` "
-                          "cannot be served; send TGI's {\"inputs\": ..., \"parameters\": {...}}", 422,
-                          "validation") from None
-    return await endpoint(state, body, request)
+    if "messages" in body:
+        return await openai_routes.chat_endpoint(state, body, request)
+    return await openai_routes.completions_endpoint(state, body, request)
 
 
 async def compat(state: RouterState, req: schemas.CompatGenerateRequest) -> Response:
@@ -129,32 +123,17 @@ MAX_TOKENIZE_CHARS = 200_000  # /tokenize answers ~10 tokens of JSON per 4 chara
 
 
 def _tokenize(state: RouterState, text: str) -> list[dict]:
-    """TGI's SimpleToken list with UTF-8 byte offsets, in one pass (offsets only grow: encode each gap once)."""
     if len(text) > MAX_TOKENIZE_CHARS:
         raise ValidationError(f"`inputs` has {len(text)} characters; /tokenize takes at most {MAX_TOKENIZE_CHARS}")
-    enc = state.tokenizer(text, add_special_tokens=True, return_offsets_mapping=True)
-    out, char_pos, byte_pos = [], 0, 0
-
-    def to_bytes(index: int) -> int:
-        nonlocal char_pos, byte_pos
-        if index < char_pos:  # rare (overlapping offsets): count from the start of the text
-            return len(text[:index].encode())
-        byte_pos += len(text[char_pos:index].encode())
-        char_pos = index
-        return byte_pos
-    for token_id, (start, stop) in zip(enc["input_ids"], enc["offset_mapping"]):
-        out.append({"id": token_id, "text": text[start:stop], "start": to_bytes(start), "stop": to_bytes(stop)})
-    return out
+    return simple_tokens(state.tokenizer, text, add_special_tokens=True)
 
 
 def _watermark(state: RouterState, text: str) -> dict:
-    from server.watermark import detect  # the engine's detector: same green lists as generation
-
     ids = state.tokenizer(text, add_special_tokens=False)["input_ids"]
-    result = detect(ids, state.vocab_size, state.config.watermark_gamma)
+    result = state.client.detect_watermark(ids)  # the engine's detector and gamma: same green lists as generation
     return {"z_score": result.z_score, "p_value": result.p_value, "green_fraction": result.green_fraction,
-            "num_tokens_scored": result.num_tokens_scored, "gamma": state.config.watermark_gamma,
-            "delta": state.config.watermark_delta, "watermarked": result.z_score > 4.0}
+            "num_tokens_scored": result.num_tokens_scored, "gamma": result.gamma, "delta": result.delta,
+            "watermarked": result.z_score > 4.0}
 
 
 def _register_open(app: FastAPI, state: RouterState) -> None:
@@ -270,18 +249,10 @@ def create_app(client, config: RouterConfig) -> FastAPI:
     app.add_middleware(PayloadLimit, limit=config.payload_limit)
     _register_open(app, state)
     _register_protected(app, state)
-    _register_openai(app, state)
+    openai_routes.register(app, state)
+    chat_tokenize.register(app, state)  # TGI's routes built on the chat machinery
+    vertex.register(app, state)
     _install_openapi(app)
     app.add_api_route("/openapi.json", lambda: JSONResponse(app.openapi()), methods=["GET"],
                       include_in_schema=False)  # also where generic tools look (TGI: /api-doc/openapi.json)
     return app
-
-
-def _register_openai(app: FastAPI, state: RouterState) -> None:
-    try:
-        import router.openai as openai_routes
-    except ImportError as e:
-        if e.name != "router.openai":
-            raise  # the module exists but is broken: fail loudly at start-up
-        return
-    openai_routes.register(app, state)

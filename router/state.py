@@ -16,7 +16,7 @@ VERSION = "3.3.6-dev0"  # TGI's router version string, which clients may check
 
 @dataclass
 class RouterState:
-    client: object
+    client: object  # server.client.EngineClient
     config: RouterConfig
     tokenizer: object
     model_id: str
@@ -37,36 +37,32 @@ class RouterState:
                 "router": "text-generation-router", "version": VERSION, "sha": None, "docker_label": None}
 
     def is_healthy(self) -> bool:
-        stats = self.client.stats()
-        has_work = stats.num_running + stats.num_waiting > 0
-        return stats.alive and not (has_work and stats.seconds_since_last_step > self.config.wedge_timeout_s)
+        return self.client.is_healthy(self.config.wedge_timeout_s)
 
 
-def _grammar_compiler(checkpoint, config: RouterConfig):
+def _grammar_compiler(client, config: RouterConfig):
     if config.disable_grammar_support:
         return None
     try:
         from grammars.compiler import GrammarCompiler
     except ImportError:  # grammar support not installed: requests with a grammar get TGI's message
         return None
-    return GrammarCompiler(checkpoint.tokenizer, checkpoint.vocab_size, checkpoint.eos_token_ids,
+    info = client.info
+    return GrammarCompiler(client.tokenizer, info.vocab_size, info.eos_token_ids,
                            compile_timeout_s=config.grammar_compile_timeout_s)
 
 
 def build_state(client, config: RouterConfig) -> RouterState:
-    checkpoint = client.checkpoint
-    engine_max_total = getattr(client.engine, "max_total_tokens", None) or checkpoint.max_position_embeddings
-    limits = resolve_limits(config, engine_max_total)
+    """client: a server.client.EngineClient (the router reads only its plain `info`, stats and methods)."""
+    info, tokenizer = client.info, client.tokenizer
+    limits = resolve_limits(config, info.max_total_tokens)
     metrics = Metrics(limits.max_input_tokens, limits.max_total_tokens)
-    if hasattr(client.engine, "add_step_observer"):
-        client.engine.add_step_observer(metrics.observe_step)
-    model_id = checkpoint.model_id
-    validator = Validator(checkpoint.tokenizer, limits, checkpoint.vocab_size, model_id,
-                          _grammar_compiler(checkpoint, config))
-    infer = Infer(client, checkpoint.tokenizer, config.max_concurrent_requests, metrics)
-    return RouterState(client, config, checkpoint.tokenizer, model_id, limits, validator, infer, metrics,
-                       make_auth_dependency(config.api_key), checkpoint.vocab_size,
-                       config.compute_type or _compute_type(checkpoint.device))
+    client.add_step_observer(metrics.observe_step)
+    validator = Validator(tokenizer, limits, info.vocab_size, info.model_id, _grammar_compiler(client, config))
+    infer = Infer(client, tokenizer, config.max_concurrent_requests, metrics)
+    return RouterState(client, config, tokenizer, info.model_id, limits, validator, infer, metrics,
+                       make_auth_dependency(config.api_key), info.vocab_size,
+                       config.compute_type or _compute_type(info.device))
 
 
 def _compute_type(device: str) -> str:

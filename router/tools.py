@@ -6,7 +6,7 @@ Design (it works with any model, random weights included, because the grammar, n
 - `tool_choice` picks the branches: `required` = every tool, a named function = only that one, `none` = no tools at
   all (the request is plain chat; the tools are not shown to the template either, as in TGI), `auto` (the default
   when tools are given) = the tool-call object OR free text. `auto` is a regex union of the tool-call JSON regex
-  (built by outlines-core from the schema above) and a free-text branch that cannot begin with `{` (after optional
+  (built by grammars.spec from the schema above, with its schema checks and fixes) and a free-text branch that cannot begin with `{` (after optional
   whitespace), so the first non-blank character decides: `{` means a tool call that the grammar will complete, and
   anything else is an ordinary answer. No second generation is ever needed (TGI re-runs the request for `no_tool`).
 - At most one call per choice (`parallel_tool_calls` is accepted; a choice never holds two calls).
@@ -25,14 +25,11 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from outlines_core.json_schema import build_regex_from_schema
-
+from grammars.spec import GrammarError, parse_grammar, regex_of
 from router.errors import ValidationError
 from router.openai_schemas import (ChatCompletionRequest, DeltaFunctionCall, DeltaToolCall, NamedToolChoice,
                                    ResponseFormat, Tool)
 
-# One optional space between JSON tokens: a random or weak model cannot loop on whitespace.
-JSON_WHITESPACE = r"[ ]?"
 # Free text whose first non-blank character is not `{` (outlines-core cannot index a regex that matches "").
 FREE_TEXT_REGEX = r"[ \n]*[^{ \n](?s:.)*"
 ANY_JSON_OBJECT = {"type": "object"}
@@ -79,9 +76,10 @@ def selected_tools(request: ChatCompletionRequest) -> tuple[list[Tool], str]:
 
 
 def _regex_from_schema(schema: Any) -> str:
+    """The regex of a JSON schema through grammars.spec (key order kept; it allows one leading space)."""
     try:
-        return build_regex_from_schema(json.dumps(schema), JSON_WHITESPACE)
-    except Exception as e:  # outlines-core raises plain exceptions for schemas it cannot turn into a regex
+        return regex_of(parse_grammar({"type": "json", "value": schema}))
+    except GrammarError as e:
         raise ToolError(f"cannot build a grammar from the tool parameters: {e}") from None
 
 
@@ -89,10 +87,10 @@ def tool_grammar(tools: list[Tool], mode: str) -> dict | None:
     """The grammar spec for a tool mode; None for plain text."""
     if mode == "text":
         return None
-    # A regex, not a JSON grammar: the grammar module sorts a schema's keys, and "name" must come first so a
-    # streamed call can announce its function before the arguments arrive. The leading `[ ]?` lets SentencePiece
-    # models start with their usual "▁{" token.
-    call = f"[ ]?{_regex_from_schema(tool_call_schema(tools))}"
+    # A regex, not a JSON grammar: `auto` joins it with free text. The schema's key order is kept, so "name" comes
+    # first and a streamed call can announce its function before the arguments arrive. The regex's leading `[ ]?`
+    # lets SentencePiece models start with their usual "▁{" token.
+    call = _regex_from_schema(tool_call_schema(tools))
     return {"type": "regex", "value": call if mode == "required" else f"(?:{call})|{FREE_TEXT_REGEX}"}
 
 

@@ -29,8 +29,30 @@ class AttentionMetadata:
     # Derived once by `prepare()`: decode sequences in groups of similar length (less padding in the gather).
     decode_groups: list[tuple[torch.Tensor, torch.Tensor, int]] | None = field(default=None)  # (rows, seq idx, max len)
     prefill_seqs: list[int] = field(default_factory=list)
+    # Per-step values a backend derives once and reuses in every layer (server/cpu_attention.py's row split).
+    backend_cache: dict = field(default_factory=dict)
 
     DECODE_GROUP_SIZE = 8
+
+    @classmethod
+    def build(cls, query_lens: list[int], seq_lens: list[int], slot_mapping, block_tables, device,
+              query_start_loc: torch.Tensor | None = None, device_seq_lens: torch.Tensor | None = None
+              ) -> "AttentionMetadata":
+        """The one constructor. Host lengths per sequence; slot_mapping (num_tokens,) and block_tables
+        (num_seqs, max_blocks) as lists or tensors. CUDA graphs pass their static buffers as tensors (and their own
+        query_start_loc / seq_lens, which differ from the host bounds they were captured with)."""
+        def tensor(value, dtype):
+            return value if isinstance(value, torch.Tensor) else torch.tensor(value, dtype=dtype, device=device)
+
+        if query_start_loc is None:
+            starts = [0]
+            for n in query_lens:
+                starts.append(starts[-1] + n)
+            query_start_loc = tensor(starts, torch.int32)
+        return cls(slot_mapping=tensor(slot_mapping, torch.int64), query_start_loc=query_start_loc,
+                   seq_lens=device_seq_lens if device_seq_lens is not None else tensor(seq_lens, torch.int32),
+                   block_tables=tensor(block_tables, torch.int32), max_query_len=max(query_lens),
+                   max_seq_len=max(seq_lens), query_lens=list(query_lens), seq_lens_list=list(seq_lens))
 
     def prepare(self) -> "AttentionMetadata":
         starts = self.query_start_loc.tolist()
@@ -122,3 +144,25 @@ def _prefill_one(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, 
     bias = torch.zeros(invalid.shape, dtype=q.dtype, device=q.device).masked_fill_(invalid, float("-inf"))
     out = F.scaled_dot_product_attention(qh, k, v, attn_mask=bias, scale=scale, enable_gqa=True)
     return out.transpose(0, 1)
+
+
+def attention_backend(name: str, device: str):
+    """(attention, write_kv) of the named implementation, looked up once by the engine. "cpp" is the C++ CPU
+    operator for decode rows and short chunks (the torch path for the rest, and for everything when it cannot be
+    built: it says so once in the log). Raises AttentionUnavailableError when the Triton path cannot run here."""
+    if name == "cpp" and device == "cpu":
+        from server.cpu_attention import available, paged_attention_mixed
+
+        return (paged_attention_mixed if available() else paged_attention), write_kv
+    if name != "triton":
+        return paged_attention, write_kv
+    try:
+        from server.triton_attention import check_device, paged_attention_triton, write_kv_triton
+    except ImportError as e:
+        raise AttentionUnavailableError(str(e)) from None
+    check_device(device)
+    return paged_attention_triton, write_kv_triton
+
+
+class AttentionUnavailableError(RuntimeError):
+    """The asked-for attention implementation cannot run on this machine (the message says why)."""

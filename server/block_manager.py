@@ -1,5 +1,8 @@
 """The paged-KV block allocator and prefix cache. Plain Python: block ids and token ids, no tensors.
 
+The scheduler talks to it in verbs (match_prefix, can_admit / admit, can_allocate / allocate, hash_full_blocks,
+free_sequence); block records, ref counts and hashes stay in here.
+
 Invariants:
 - A block is either referenced (ref_count > 0, owned by one or more sequences) or free (in `free_blocks`).
 - A free block may still hold a cached prefix (its hash stays in `cached_blocks`) until it is reused: the free list
@@ -12,6 +15,8 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Sequence as Seq
 from dataclasses import dataclass
+
+from server.sequence import Sequence
 
 NO_HASH = -1
 
@@ -36,7 +41,6 @@ class BlockManager:
         self.blocks = [Block(i) for i in range(num_blocks)]
         self.free_blocks: OrderedDict[int, None] = OrderedDict((i, None) for i in range(num_blocks))
         self.cached_blocks: dict[int, int] = {}  # chain hash -> block id
-        self.num_cache_hits = 0  # prompt tokens served from the cache, for metrics
 
     @property
     def num_blocks(self) -> int:
@@ -52,6 +56,9 @@ class BlockManager:
 
     def num_blocks_for(self, num_tokens: int) -> int:
         return -(-num_tokens // self.block_size)
+
+    def ref_count(self, block_id: int) -> int:
+        return self.blocks[block_id].ref_count
 
     # ----- prefix cache -----
     def match_prefix(self, token_ids: Seq[int], max_tokens: int) -> list[int]:
@@ -69,17 +76,33 @@ class BlockManager:
             matched.append(block_id)
         return matched
 
-    def take_cached(self, block_ids: list[int]) -> None:
-        """Reference blocks found by match_prefix (reviving free ones)."""
-        for block_id in block_ids:
+    def can_admit(self, hits: list[int], num_tokens: int) -> bool:
+        """Whether a sequence can get blocks for its first num_tokens tokens, the first len(hits) from the cache.
+        A cached block that is free leaves the free list when taken, so it counts against it."""
+        revived = sum(1 for b in hits if self.blocks[b].ref_count == 0)
+        return self.num_blocks_for(num_tokens) - len(hits) + revived <= self.num_free_blocks
+
+    def admit(self, seq: Sequence, hits: list[int], num_tokens: int) -> None:
+        """Give seq its block table for num_tokens tokens: the cached hits (shared), then fresh blocks."""
+        assert not seq.block_table and self.can_admit(hits, num_tokens)
+        for block_id in hits:
             block = self.blocks[block_id]
             if block.ref_count == 0:
                 del self.free_blocks[block_id]
             block.ref_count += 1
-        self.num_cache_hits += len(block_ids) * self.block_size
+        seq.block_table = hits + self.allocate(self.num_blocks_for(num_tokens) - len(hits))
+        seq.block_hashes = [self.blocks[b].hash for b in hits]
 
-    def cache_block(self, block_id: int, parent_hash: int, token_ids: tuple[int, ...]) -> int:
-        """Publish a full, computed block under its chain hash; returns the hash (the next block's parent)."""
+    def hash_full_blocks(self, seq: Sequence) -> None:
+        """Publish seq's blocks that its computed tokens have filled since the last call, under their chain hashes."""
+        parent = seq.block_hashes[-1] if seq.block_hashes else NO_HASH
+        for i in range(len(seq.block_hashes), seq.num_computed_tokens // self.block_size):
+            tokens = tuple(seq.token_ids[i * self.block_size:(i + 1) * self.block_size])
+            parent = self._publish(seq.block_table[i], parent, tokens)
+            seq.block_hashes.append(parent)
+
+    def _publish(self, block_id: int, parent_hash: int, token_ids: tuple[int, ...]) -> int:
+        """Cache a full, computed block under its chain hash; returns the hash (the next block's parent)."""
         block_hash = chain_hash(parent_hash, token_ids)
         if not self.enable_prefix_caching:
             return block_hash
@@ -116,8 +139,8 @@ class BlockManager:
             if block.ref_count == 0:
                 self.free_blocks[block_id] = None  # most recently used end
 
-    def reset_prefix_cache(self) -> None:
-        for block in self.blocks:
-            if block.ref_count == 0 and block.hash != NO_HASH:
-                block.hash, block.token_ids = NO_HASH, ()
-        self.cached_blocks = {h: b for h, b in self.cached_blocks.items() if self.blocks[b].hash == h}
+    def free_sequence(self, seq: Sequence) -> None:
+        """Release seq's blocks (cached content stays findable until the blocks are reused)."""
+        self.free(seq.block_table)
+        seq.block_table = []
+        seq.block_hashes = []

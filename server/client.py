@@ -1,16 +1,18 @@
-"""The async bridge between the router's event loop and the engine thread.
+"""The async bridge between the router's event loop and the engine thread: everything the router asks of the engine.
 
 `generate()` submits a request and yields its `TokenEvent`s as they arrive. The engine thread hands each step's events
 over in one `call_soon_threadsafe` call; they are fanned out here to per-request asyncio queues. Leaving the iterator
-early (client disconnect, stop sequence, exception) aborts the request in the engine at once.
+early (client disconnect, stop sequence, exception) aborts the request in the engine at once. Besides generation the
+router gets plain values only (server.protocol): engine info and limits, stats and health, step observers for
+metrics, watermark detection. The tokenizer is the one object it shares (it runs tokenization itself).
 """
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING
 
-from server.protocol import EngineRequest, EngineStats, TokenEvent
+from server.protocol import EngineInfo, EngineRequest, EngineStats, StepInfo, TokenEvent, WatermarkDetection
 
 if TYPE_CHECKING:
     from server.engine import Engine
@@ -19,7 +21,9 @@ if TYPE_CHECKING:
 class EngineClient:
     def __init__(self, engine: "Engine"):
         self.engine = engine
-        self.checkpoint = engine.checkpoint  # tokenizer, HF config, eos ids, model id: read-only for the router
+        self.checkpoint = engine.checkpoint  # for the launcher and benchmarks; the router reads `info`
+        self.info: EngineInfo = engine.info()
+        self.tokenizer = engine.checkpoint.tokenizer
         self._queues: dict[str, asyncio.Queue[TokenEvent]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -51,11 +55,22 @@ class EngineClient:
             if not finished:
                 self.engine.abort(request.request_id)
 
-    def abort(self, request_id: str) -> None:
-        self.engine.abort(request_id)
-
     def stats(self) -> EngineStats:
         return self.engine.stats()
+
+    def is_healthy(self, wedge_timeout_s: float) -> bool:
+        """The engine thread is alive and, when it has work, finished a step within wedge_timeout_s."""
+        stats = self.stats()
+        has_work = stats.num_running + stats.num_waiting > 0
+        return stats.alive and not (has_work and stats.seconds_since_last_step > wedge_timeout_s)
+
+    def add_step_observer(self, observer: Callable[[StepInfo], None]) -> None:
+        """observer(StepInfo) after every engine step, called on the engine thread (keep it cheap, thread-safe)."""
+        self.engine.add_step_observer(observer)
+
+    def detect_watermark(self, token_ids: list[int]) -> WatermarkDetection:
+        """The engine's detector, with the gamma (and delta) it generates with."""
+        return self.engine.detect_watermark(token_ids)
 
     def _on_events_threadsafe(self, events: list[TokenEvent]) -> None:
         # Called on the engine thread: one hop onto the loop per step, not per token.

@@ -52,10 +52,10 @@ class DecodeGraphs:
 
     def static_meta(self, size: int) -> AttentionMetadata:
         """Metadata over the static buffers' first `size` rows, as captured (host fields at their static bounds)."""
-        return AttentionMetadata(
-            slot_mapping=self.slot_mapping[:size], query_start_loc=self.query_start_loc[:size + 1],
-            seq_lens=self.seq_lens[:size], block_tables=self.block_tables[:size], max_query_len=1,
-            max_seq_len=self.max_seq_len, query_lens=[1] * size, seq_lens_list=[self.max_seq_len] * size)
+        return AttentionMetadata.build([1] * size, [self.max_seq_len] * size, self.slot_mapping[:size],
+                                       self.block_tables[:size], self.slot_mapping.device,
+                                       query_start_loc=self.query_start_loc[:size + 1],
+                                       device_seq_lens=self.seq_lens[:size])
 
     def forward_static(self, size: int) -> torch.Tensor:
         """The captured computation: the model over the static buffers' first `size` rows -> (size, hidden)."""

@@ -16,14 +16,17 @@ from collections.abc import Callable
 
 import torch
 
+from server.attention import AttentionUnavailableError, attention_backend
 from server.block_manager import BlockManager
 from server.config import ConfigError, EngineConfig
 from server.loader import load_checkpoint
 from server.model_runner import ModelRunner
-from server.protocol import EngineRequest, EngineStats, FinishReason, StepInfo, TokenEvent, TopToken
-from server.sampler import Sampler
+from server.protocol import (EngineInfo, EngineRequest, EngineStats, FinishReason, StepInfo, TokenEvent, TopToken,
+                             WatermarkDetection)
+from server.sampler import SampledToken, Sampler
 from server.scheduler import ScheduledChunk, Scheduler
 from server.sequence import FINISH_REASONS, Sequence, SequenceStatus
+from server.watermark import detect
 
 logger = logging.getLogger(__name__)
 
@@ -40,21 +43,19 @@ class Engine:
         if config.num_threads and device == "cpu":
             torch.set_num_threads(config.num_threads)
         self.checkpoint, model = load_checkpoint(config.model_id, dtype, device)
-        attention = config.attention or ("triton" if device.startswith("cuda") else "torch")
-        num_blocks = self._num_blocks(model, device)
+        attention = config.attention or ("triton" if device.startswith("cuda") else "cpp")
+        try:
+            backend = attention_backend(attention, device)
+        except AttentionUnavailableError as e:
+            raise ConfigError(f"--attention {attention} is unavailable here: {e}") from None
+        num_blocks = self._num_blocks(model, device, backend)
         self.max_total_tokens = min(config.max_total_tokens or self.checkpoint.max_position_embeddings,
                                     num_blocks * config.block_size)
-        try:
-            self.runner = ModelRunner(model, num_blocks, config.block_size, dtype, device, attention,
-                                      config.cuda_graphs, self.max_total_tokens)
-        except (ImportError, RuntimeError) as e:
-            if attention == "triton" and ("triton" in str(e).lower() or isinstance(e, ImportError)):
-                raise ConfigError(f"--attention triton is unavailable here: {e}") from None
-            raise
+        self.runner = ModelRunner(model, num_blocks, config.block_size, dtype, device, backend,
+                                  attention == "triton", config.cuda_graphs, self.max_total_tokens)
         self.block_manager = BlockManager(num_blocks, config.block_size, config.enable_prefix_caching)
         self.scheduler = Scheduler(self.block_manager, config.max_batch_prefill_tokens, config.max_num_seqs)
         self.sampler = Sampler(device, config.watermark_gamma, config.watermark_delta)
-        self.sequences: dict[str, Sequence] = {}
         self._inbox: queue.SimpleQueue = queue.SimpleQueue()
         self._arrivals = itertools.count()
         self._thread: threading.Thread | None = None
@@ -67,14 +68,14 @@ class Engine:
         logger.info("engine ready: %d KV blocks of %d tokens, attention=%s, max_total_tokens=%d", num_blocks,
                     config.block_size, attention, self.max_total_tokens)
 
-    def _num_blocks(self, model, device: str) -> int:
+    def _num_blocks(self, model, device: str, attention: tuple) -> int:
         cfg = self.config
         if cfg.max_batch_total_tokens is not None:
             return cfg.max_batch_total_tokens // cfg.block_size
         if device.startswith("cuda"):
             from server.memory import num_kv_blocks_from_memory
 
-            return num_kv_blocks_from_memory(model, cfg)
+            return num_kv_blocks_from_memory(model, cfg, attention)
         tokens = max(CPU_DEFAULT_POOL_TOKENS, cfg.max_total_tokens or 0)
         return -(-tokens // cfg.block_size)
 
@@ -100,6 +101,16 @@ class Engine:
     def add_step_observer(self, observer: StepObserver) -> None:
         """Call observer(StepInfo) after every step, on the engine thread (keep it cheap and thread-safe)."""
         self._step_observers.append(observer)
+
+    def info(self) -> EngineInfo:
+        ckpt = self.checkpoint
+        return EngineInfo(ckpt.model_id, str(ckpt.path), ckpt.vocab_size, ckpt.eos_token_ids, self.max_total_tokens,
+                          ckpt.device)
+
+    def detect_watermark(self, token_ids: list[int]) -> WatermarkDetection:
+        """Thread-safe (pure): the detector with this engine's gamma over its vocabulary."""
+        cfg = self.config
+        return detect(token_ids, self.checkpoint.vocab_size, cfg.watermark_gamma, cfg.watermark_delta)
 
     def stats(self) -> EngineStats:
         started = self._step_started
@@ -134,6 +145,9 @@ class Engine:
         if out.is_empty:
             return events
         self._step_started = started = time.monotonic()
+        for chunk in out.chunks:
+            if chunk.seq.scheduled_at is None:
+                chunk.seq.scheduled_at = started
         method = "decode" if all(c.seq.num_computed_tokens >= c.seq.num_prompt_tokens for c in out.chunks) \
             else "prefill"
         num_seqs, num_tokens, ok = len(out.chunks), out.num_tokens, True
@@ -157,9 +171,11 @@ class Engine:
 
     def _run(self, chunks: list[ScheduledChunk], events: list[TokenEvent]) -> None:
         started = time.monotonic()
-        logits, seqs = self.runner.run(chunks)
+        out = self.runner.run(chunks)
         self._forward_s += time.monotonic() - started
-        sampled = self.sampler(logits, seqs) if seqs else None
+        for rows, logits in out.prompt_logits:
+            rows.seq.record_prompt_logprobs(rows.start, self.sampler.prompt_logprobs(logits, rows.targets))
+        sampled = self.sampler(out.logits, out.seqs) if out.seqs else []
         for chunk in chunks:
             self.scheduler.commit(chunk)
             n = chunk.num_new_tokens
@@ -167,9 +183,9 @@ class Engine:
                 self._num_decode_tokens += 1
             else:
                 self._num_prefill_tokens += n
-        for i, seq in enumerate(seqs):
+        for seq, token in zip(out.seqs, sampled):
             try:
-                self._append(seq, sampled.token_ids[i], sampled.logprobs[i], sampled.top_tokens[i], events)
+                self._append(seq, token, events)
             except Exception as e:
                 self._fail(seq, e, events)
 
@@ -184,25 +200,22 @@ class Engine:
                 self._fail(chunk.seq, e, events)
 
     # ----- postprocess -----
-    def _append(self, seq: Sequence, token_id: int, logprob: float, top: list[tuple[int, float]],
-                events: list[TokenEvent]) -> None:
+    def _append(self, seq: Sequence, token: SampledToken, events: list[TokenEvent]) -> None:
         params = seq.params
         stop_ids = params.stop_token_ids or self.checkpoint.eos_token_ids
+        token_id = token.token_id
         is_eos = token_id in stop_ids
-        state = seq.grammar_state
-        if state is not None and not (is_eos and state.can_end()):
-            state.advance(token_id)  # EOS in a final state ends the sequence without advancing
-        seq.token_ids.append(token_id)
+        seq.append(token_id, is_eos)
         status = None
         if seq.num_generated_tokens >= params.max_new_tokens or seq.num_tokens >= self.max_total_tokens:
             status = SequenceStatus.FINISHED_LENGTH  # length wins over EOS on the last allowed token (TGI)
         elif is_eos and not params.ignore_eos:
             status = SequenceStatus.FINISHED_EOS
         event = TokenEvent(
-            request_id=seq.request_id, token_id=token_id, logprob=logprob,
-            top_tokens=tuple(TopToken(t, lp) for t, lp in top),
+            request_id=seq.request_id, token_id=token_id, logprob=token.logprob,
+            top_tokens=tuple(TopToken(t, lp) for t, lp in token.top_tokens),
             finish_reason=FINISH_REASONS[status] if status else None, num_prompt_tokens=seq.num_prompt_tokens,
-            num_cached_prompt_tokens=seq.num_cached_prompt_tokens, is_special=is_eos,
+            num_cached_prompt_tokens=seq.num_cached_prompt_tokens, is_special=is_eos, scheduled_at=seq.scheduled_at,
             prompt_logprobs=None if seq.first_event_sent or seq.prompt_logprobs is None else tuple(seq.prompt_logprobs))
         seq.first_event_sent = True
         events.append(event)
@@ -211,7 +224,6 @@ class Engine:
 
     def _finish(self, seq: Sequence, status: SequenceStatus) -> None:
         self.scheduler.finish(seq, status)
-        self.sequences.pop(seq.request_id, None)
 
     def _fail(self, seq: Sequence, error: Exception | str, events: list[TokenEvent]) -> None:
         if not isinstance(error, str):
@@ -222,7 +234,7 @@ class Engine:
 
     def _fail_all(self, message: str) -> list[TokenEvent]:
         events: list[TokenEvent] = []
-        for seq in list(self.sequences.values()):
+        for seq in list(self.scheduler.sequences.values()):
             self._fail(seq, message, events)
         return events
 
@@ -240,7 +252,7 @@ class Engine:
         if kind == "add":
             self._add(payload, events if events is not None else self._pending)
         elif kind == "abort":
-            seq = self.sequences.get(payload)
+            seq = self.scheduler.get(payload)
             if seq is not None:
                 self._finish(seq, SequenceStatus.FINISHED_ABORTED)
 
@@ -249,7 +261,7 @@ class Engine:
         if not request.prompt_token_ids:
             events.append(TokenEvent(request.request_id, error="empty prompt"))
             return
-        if request.request_id in self.sequences:
+        if self.scheduler.get(request.request_id) is not None:
             events.append(TokenEvent(request.request_id, error=f"duplicate request id {request.request_id}"))
             return
         if seq.num_tokens >= self.max_total_tokens or not self.scheduler.can_ever_fit(seq.num_tokens + 1):
@@ -258,7 +270,6 @@ class Engine:
                                      f"(max_total_tokens={self.max_total_tokens})"))
             return
         self.sampler.init_sequence(seq)
-        self.sequences[seq.request_id] = seq
         self.scheduler.add(seq)
 
     # ----- synchronous use (tests, benchmarks, slm_train evaluation) -----
@@ -267,12 +278,12 @@ class Engine:
         """float32 logits (len(token_ids), vocab) of one prompt through the paged path (engine must be idle)."""
         assert not self.scheduler.has_work() and self._thread is None, "prompt_logits() needs an idle engine"
         seq = Sequence(EngineRequest("_score", tuple(token_ids)), -1)
-        seq.block_table = self.block_manager.allocate(self.block_manager.num_blocks_for(len(token_ids)))
+        self.block_manager.admit(seq, [], len(token_ids))
         try:
             inputs = self.runner.prepare([ScheduledChunk(seq, len(token_ids))])
             return self.runner.model.compute_logits(self.runner.forward(inputs))
         finally:
-            self.block_manager.free(seq.block_table)
+            self.block_manager.free_sequence(seq)
 
     def generate(self, requests: list[EngineRequest]) -> dict[str, list[TokenEvent]]:
         """Run requests to completion on the calling thread (the engine thread must not be running)."""

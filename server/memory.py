@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
+from server.attention import AttentionMetadata
 from server.config import ConfigError, EngineConfig
 from server.models.llama import LlamaForCausalLM, ModelConfig
 
@@ -68,8 +69,6 @@ def maximal_prefill(model: LlamaForCausalLM, cfg: EngineConfig, attn_fn, write_f
     Prompts of at most `max_total_tokens` (or the model's context) tokens fill `max_batch_prefill_tokens`; every layer
     shares one scratch cache (its contents do not matter, only the activations' size).
     """
-    from server.attention import AttentionMetadata
-
     mcfg, device = model.cfg, model.embed_tokens.weight.device
     dtype, bs = model.embed_tokens.weight.dtype, cfg.block_size
     num_tokens = cfg.max_batch_prefill_tokens
@@ -78,14 +77,8 @@ def maximal_prefill(model: LlamaForCausalLM, cfg: EngineConfig, attn_fn, write_f
     blocks = [-(-n // bs) for n in lens]
     cache = torch.zeros((sum(blocks), bs, mcfg.num_kv_heads, mcfg.head_dim), dtype=dtype, device=device)
     firsts = [sum(blocks[:i]) for i in range(len(lens))]
-    starts = [sum(lens[:i]) for i in range(len(lens) + 1)]
-    meta = AttentionMetadata(
-        slot_mapping=torch.cat([torch.arange(n) + f * bs for n, f in zip(lens, firsts)]).to(device),
-        query_start_loc=torch.tensor(starts, dtype=torch.int32, device=device),
-        seq_lens=torch.tensor(lens, dtype=torch.int32, device=device),
-        block_tables=torch.tensor([[f + j for j in range(max(blocks))] for f in firsts], dtype=torch.int32,
-                                  device=device),
-        max_query_len=max(lens), max_seq_len=max(lens), query_lens=lens, seq_lens_list=lens)
+    slots = [f * bs + p for n, f in zip(lens, firsts) for p in range(n)]
+    meta = AttentionMetadata.build(lens, lens, slots, [[f + j for j in range(max(blocks))] for f in firsts], device)
     ids = torch.randint(0, mcfg.vocab_size, (num_tokens,), device=device)
     positions = torch.cat([torch.arange(n) for n in lens]).to(device)
     with torch.inference_mode():
@@ -113,9 +106,10 @@ def profile_memory(model: LlamaForCausalLM, cfg: EngineConfig, attn_fn, write_fn
     return MemoryProfile(total=total, free=free, weights=weights, peak_activations=max(peak, 0))
 
 
-def num_kv_blocks_from_memory(model: LlamaForCausalLM, cfg: EngineConfig) -> int:
-    """KV blocks for the pool on CUDA (the engine calls this when --max-batch-total-tokens is not given)."""
-    attn_fn, write_fn = attention_functions(cfg.attention or "triton")
+def num_kv_blocks_from_memory(model: LlamaForCausalLM, cfg: EngineConfig, attention: tuple) -> int:
+    """KV blocks for the pool on CUDA (the engine calls this when --max-batch-total-tokens is not given).
+    attention: (attention, write_kv) from server.attention.attention_backend."""
+    attn_fn, write_fn = attention
     profile = profile_memory(model, cfg, attn_fn, write_fn)
     dtype = model.embed_tokens.weight.dtype
     block_bytes = bytes_per_block(model.cfg, cfg.block_size, dtype)
@@ -127,13 +121,3 @@ def num_kv_blocks_from_memory(model: LlamaForCausalLM, cfg: EngineConfig) -> int
                 num_blocks * block_bytes / GIB, cfg.cuda_memory_fraction)
     return num_blocks
 
-
-def attention_functions(name: str):
-    """(attention, write_kv) of the named implementation."""
-    if name == "triton":
-        from server.triton_attention import paged_attention_triton, write_kv_triton
-
-        return paged_attention_triton, write_kv_triton
-    from server.attention import paged_attention, write_kv
-
-    return paged_attention, write_kv

@@ -1,8 +1,9 @@
 """Builds a step's batch tensors from the scheduled chunks and runs one forward pass for the whole mixed batch.
 
-Owns the model, the KV cache (one (k, v) pair of `(num_blocks, block_size, num_kv_heads, head_dim)` per layer) and the
-attention implementation. Returns float32 logits only for the rows that need them: the last token of each chunk that
-completes its sequence (to sample), and every prompt position of requests that asked for prompt logprobs.
+Owns the model and the KV cache (one (k, v) pair of `(num_blocks, block_size, num_kv_heads, head_dim)` per layer).
+Returns float32 logits only for the rows that need them: the last token of each chunk that completes its sequence
+(to sample), and the prompt positions of requests that asked for prompt logprobs (the sampler turns those into
+logprobs).
 """
 from __future__ import annotations
 
@@ -10,11 +11,26 @@ from dataclasses import dataclass
 
 import torch
 
-from server.attention import AttentionMetadata, paged_attention, write_kv
+from server.attention import AttentionMetadata
 from server.loader import DTYPES
 from server.models.llama import LlamaForCausalLM
 from server.scheduler import ScheduledChunk
 from server.sequence import Sequence
+
+
+@dataclass(frozen=True)
+class PromptRows:
+    """Rows of this step whose logits score prompt tokens: rows [row, row + length) sit at positions
+    [start, start + length) and score the prompt tokens at start + 1 ... start + length."""
+
+    seq: Sequence
+    row: int
+    start: int
+    length: int
+
+    @property
+    def targets(self) -> list[int]:
+        return self.seq.token_ids[self.start + 1:self.start + 1 + self.length]
 
 
 @dataclass
@@ -24,12 +40,22 @@ class StepInputs:
     meta: AttentionMetadata
     sample_rows: list[int]  # row of the last token of each sampling chunk
     sample_seqs: list[Sequence]
-    prompt_rows: list[tuple[Sequence, int, int, int]]  # prompt-logprob chunks: (seq, row, position, length)
+    prompt_rows: list[PromptRows]
+
+
+@dataclass
+class StepOutput:
+    logits: torch.Tensor  # (len(seqs), vocab) float32: the next-token logits of each sampling sequence
+    seqs: list[Sequence]
+    prompt_logits: list[tuple[PromptRows, torch.Tensor]]  # (rows, (rows.length, vocab) float32)
 
 
 class ModelRunner:
     def __init__(self, model: LlamaForCausalLM, num_blocks: int, block_size: int, dtype: str, device: str,
-                 attention: str = "torch", cuda_graphs: tuple[int, ...] = (), max_seq_len: int = 0):
+                 attention: tuple, capturable: bool = False, cuda_graphs: tuple[int, ...] = (),
+                 max_seq_len: int = 0):
+        """attention: (attention, write_kv) from server.attention.attention_backend; capturable: whether they can be
+        captured in CUDA graphs (the Triton path: the torch path reads device values on the host)."""
         self.model = model
         self.block_size = block_size
         self.device = device
@@ -37,28 +63,18 @@ class ModelRunner:
         shape = (num_blocks, block_size, cfg.num_kv_heads, cfg.head_dim)
         self.kv_caches = [(torch.zeros(shape, dtype=DTYPES[dtype], device=device),
                            torch.zeros(shape, dtype=DTYPES[dtype], device=device)) for _ in range(cfg.num_layers)]
-        self.attn_fn, self.write_fn = self._attention_impl(attention, device)
+        self.attn_fn, self.write_fn = attention
         self.graphs = None
-        # Only the Triton path can be captured (the torch path reads device values on the host).
-        if attention == "triton" and device.startswith("cuda") and any(cuda_graphs):
+        if capturable and device.startswith("cuda") and any(cuda_graphs):
             from server.cuda_graphs import DecodeGraphs
 
             self.graphs = DecodeGraphs(model, self.kv_caches, self.attn_fn, self.write_fn,
                                        [b for b in cuda_graphs if b > 0], max_seq_len, block_size, device).capture()
 
-    @staticmethod
-    def _attention_impl(name: str, device: str):
-        if name == "triton":
-            from server.triton_attention import check_device, paged_attention_triton, write_kv_triton
-
-            check_device(device)
-            return paged_attention_triton, write_kv_triton
-        return paged_attention, write_kv
-
     def prepare(self, chunks: list[ScheduledChunk]) -> StepInputs:
         """Flatten the chunks into token-major tensors and attention metadata."""
         bs = self.block_size
-        ids, positions, slots, starts, seq_lens, q_lens = [], [], [], [0], [], []
+        ids, positions, slots, seq_lens, q_lens = [], [], [], [], []
         sample_rows, sample_seqs, prompt_rows = [], [], []
         for chunk in chunks:
             seq, start, n = chunk.seq, chunk.seq.num_computed_tokens, chunk.num_new_tokens
@@ -67,24 +83,19 @@ class ModelRunner:
             positions.extend(range(start, start + n))
             table = seq.block_table
             slots.extend(table[p // bs] * bs + p % bs for p in range(start, start + n))
-            starts.append(starts[-1] + n)
             seq_lens.append(start + n)
             q_lens.append(n)
             if chunk.samples:
                 sample_rows.append(row0 + n - 1)
                 sample_seqs.append(seq)
-            if seq.prompt_logprobs is not None and len(seq.prompt_logprobs) < seq.num_prompt_tokens:
-                prompt_rows.append((seq, row0, start, n))
+            if seq.wants_prompt_logprobs:
+                scored = min(start + n, seq.num_prompt_tokens - 1) - start  # the last prompt token scores nothing
+                if scored > 0:
+                    prompt_rows.append(PromptRows(seq, row0, start, scored))
         max_blocks = max(len(c.seq.block_table) for c in chunks)
         tables = [c.seq.block_table + [0] * (max_blocks - len(c.seq.block_table)) for c in chunks]
         dev = self.device
-        meta = AttentionMetadata(
-            slot_mapping=torch.tensor(slots, dtype=torch.int64, device=dev),
-            query_start_loc=torch.tensor(starts, dtype=torch.int32, device=dev),
-            seq_lens=torch.tensor(seq_lens, dtype=torch.int32, device=dev),
-            block_tables=torch.tensor(tables, dtype=torch.int32, device=dev),
-            max_query_len=max(q_lens), max_seq_len=max(seq_lens), query_lens=q_lens, seq_lens_list=seq_lens,
-        ).prepare()
+        meta = AttentionMetadata.build(q_lens, seq_lens, slots, tables, dev).prepare()
         return StepInputs(torch.tensor(ids, dtype=torch.int64, device=dev),
                           torch.tensor(positions, dtype=torch.int64, device=dev), meta, sample_rows, sample_seqs,
                           prompt_rows)
@@ -97,23 +108,11 @@ class ModelRunner:
         return self.model(inputs.input_ids, inputs.positions, self.kv_caches, inputs.meta, self.attn_fn, self.write_fn)
 
     @torch.inference_mode()
-    def run(self, chunks: list[ScheduledChunk]) -> tuple[torch.Tensor, list[Sequence]]:
-        """One forward pass. Returns logits (num_sampling_seqs, vocab) and the sequences they belong to, in order;
-        records prompt logprobs on the sequences that asked for them."""
+    def run(self, chunks: list[ScheduledChunk]) -> StepOutput:
+        """One forward pass: the sampling sequences' logits and the prompt-logprob rows' logits."""
         inputs = self.prepare(chunks)
         hidden = self.forward(inputs)
-        for seq, row0, start, n in inputs.prompt_rows:
-            self._record_prompt_logprobs(seq, hidden, row0, start, n)
-        logits = self.model.compute_logits(hidden[inputs.sample_rows])
-        return logits, inputs.sample_seqs
-
-    def _record_prompt_logprobs(self, seq: Sequence, hidden: torch.Tensor, row0: int, start: int, n: int) -> None:
         # The logits at position p score prompt token p + 1 (raw distribution: no penalties or warpers).
-        first = len(seq.prompt_logprobs) - 1  # next position whose successor is unscored
-        end = min(start + n, seq.num_prompt_tokens - 1)
-        if first < start or end <= first:
-            return
-        rows = hidden[row0 + first - start: row0 + end - start]
-        logprobs = torch.log_softmax(self.model.compute_logits(rows), dim=-1)
-        targets = torch.tensor(seq.token_ids[first + 1:end + 1], device=logprobs.device)
-        seq.prompt_logprobs.extend(logprobs.gather(1, targets[:, None]).squeeze(1).tolist())
+        prompt = [(r, self.model.compute_logits(hidden[r.row:r.row + r.length])) for r in inputs.prompt_rows]
+        logits = self.model.compute_logits(hidden[inputs.sample_rows])
+        return StepOutput(logits, inputs.sample_seqs, prompt)

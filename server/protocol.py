@@ -6,9 +6,15 @@ router's job.
 """
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
+
+
+def draw_seed() -> int:
+    """A fresh random seed for a sampling request that gave none (the one place seeds are drawn)."""
+    return secrets.randbits(63)
 
 
 class FinishReason(str, Enum):
@@ -43,11 +49,14 @@ class SamplingParams:
     prompt_logprobs: bool = False  # logprob of every prompt token (first is None); bypasses the prefix cache
     stop_token_ids: tuple[int, ...] = ()  # EOS ids; empty means the model's own
     ignore_eos: bool = False
-    grammar: Any = None  # a compiled grammar from grammars.compiler (opaque to the engine), or None
+    # A grammars.compiled.CompiledGrammar (plain values: the outlines-core index, no tensors), or None. The engine
+    # makes each sequence's state from it and keeps the token masks.
+    grammar: Any = None
 
     @property
     def is_sampling(self) -> bool:
-        # Any warper flips a row to sampling, as in TGI.
+        """The one rule (TGI's): do_sample, or any warper away from its neutral value, samples; else greedy. The
+        router reports a seed exactly when this holds."""
         return (self.do_sample or self.temperature != 1.0 or self.top_k != 0
                 or self.top_p < 1.0 or self.typical_p < 1.0)
 
@@ -83,6 +92,8 @@ class TokenEvent:
     prompt_logprobs: tuple[float | None, ...] | None = None
     error: str | None = None
     is_special: bool = False  # the token is one of the stop (EOS) ids
+    # time.monotonic() when the engine first put the request in a batch (TGI's `start`; prefill runs after it)
+    scheduled_at: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -112,3 +123,27 @@ class StepInfo:
     sample_s: float  # logits pipeline, sampling, postprocess
     total_s: float
     ok: bool
+
+
+@dataclass(frozen=True)
+class EngineInfo:
+    """What the router needs to know about the engine it talks to, read once at start-up."""
+
+    model_id: str
+    model_path: str  # the checkpoint folder (chat templates are read from it)
+    vocab_size: int  # logits width: valid token ids are below it
+    eos_token_ids: tuple[int, ...]
+    max_total_tokens: int  # prompt + generated tokens one sequence may reach in this engine
+    device: str
+
+
+@dataclass(frozen=True)
+class WatermarkDetection:
+    """The watermark z-test on a text's token ids, with the engine's green-list fraction and bias."""
+
+    z_score: float
+    p_value: float
+    green_fraction: float
+    num_tokens_scored: int
+    gamma: float
+    delta: float

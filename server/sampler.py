@@ -3,24 +3,27 @@
 float32 logits (rows, vocab) -> watermark -> repetition penalty -> frequency / presence penalties -> logit bias ->
 grammar mask -> temperature -> top-k -> top-p -> typical-p -> greedy argmax or seeded sampling.
 Logprobs and top-n alternatives come from the fully processed distribution. Each sampling request owns a
-`torch.Generator`, so its draws do not depend on the rest of the batch. One host transfer per step.
+`torch.Generator`, so its draws do not depend on the rest of the batch. Prompt logprobs (the raw distribution, no
+penalties or warpers) are computed here too, so every logprob the engine reports comes from this file.
 """
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass
 
 import torch
 
+from server.protocol import draw_seed
 from server.sequence import Sequence
 from server.watermark import apply_watermark
 
 
-@dataclass
-class SampleOutput:
-    token_ids: list[int]
-    logprobs: list[float]
-    top_tokens: list[list[tuple[int, float]]]  # per row, best first; empty when not asked for
+@dataclass(frozen=True)
+class SampledToken:
+    """One row's choice: the token, its logprob and the top-n alternatives (best first; empty when not asked for)."""
+
+    token_id: int
+    logprob: float
+    top_tokens: tuple[tuple[int, float], ...] = ()
 
 
 class Sampler:
@@ -28,28 +31,35 @@ class Sampler:
         self.device = device
         self.watermark_gamma = watermark_gamma
         self.watermark_delta = watermark_delta
+        self._grammar_masks = None  # grammars.mask.GrammarMasks, made on the first constrained row
 
     def init_sequence(self, seq: Sequence) -> None:
         """Give a sampling request its own generator (seeded by the request, else randomly)."""
         if seq.params.is_sampling and seq.generator is None:
-            seed = seq.params.seed if seq.params.seed is not None else random.getrandbits(63)
+            seed = seq.params.seed if seq.params.seed is not None else draw_seed()
             seq.generator = torch.Generator(self.device).manual_seed(seed)
-        if seq.params.grammar is not None and seq.grammar_state is None:
-            seq.grammar_state = seq.params.grammar.new_state()
 
-    def __call__(self, logits: torch.Tensor, seqs: list[Sequence]) -> SampleOutput:
+    def __call__(self, logits: torch.Tensor, seqs: list[Sequence]) -> list[SampledToken]:
+        """logits (R, vocab) float32 of R sequences -> one SampledToken per row."""
         logits = self.process(logits, seqs)
         logprobs = torch.log_softmax(logits, dim=-1)  # (R, vocab)
         chosen = self._choose(logits, seqs)  # (R,)
         chosen_logprobs = logprobs.gather(1, chosen[:, None]).squeeze(1)
         max_n = max(s.params.top_n_tokens for s in seqs)
+        top_lp = top_ids = None
         if max_n:
             top_lp, top_ids = logprobs.topk(min(max_n, logprobs.shape[-1]), dim=-1)
-            top_lp, top_ids = top_lp.tolist(), top_ids.tolist()
-        ids, lps = chosen.tolist(), chosen_logprobs.tolist()
-        tops = [list(zip(top_ids[r], top_lp[r]))[: s.params.top_n_tokens] if max_n else []
-                for r, s in enumerate(seqs)]
-        return SampleOutput(ids, lps, tops)
+            top_lp, top_ids = top_lp.tolist(), top_ids.tolist()  # (R, max_n) each
+        rows = zip(chosen.tolist(), chosen_logprobs.tolist())
+        return [SampledToken(t, lp, tuple(zip(top_ids[r], top_lp[r]))[: s.params.top_n_tokens] if max_n else ())
+                for r, ((t, lp), s) in enumerate(zip(rows, seqs))]
+
+    @staticmethod
+    def prompt_logprobs(logits: torch.Tensor, targets: list[int]) -> list[float]:
+        """Raw logits (n, vocab) at n prompt positions -> logprob of the token that follows each (targets, n ids)."""
+        logprobs = torch.log_softmax(logits, dim=-1)
+        index = torch.tensor(targets, device=logprobs.device)[:, None]
+        return logprobs.gather(1, index).squeeze(1).tolist()
 
     def process(self, logits: torch.Tensor, seqs: list[Sequence]) -> torch.Tensor:
         """Apply the pipeline up to (not including) the choice. logits (R, vocab) float32, modified in place."""
@@ -66,15 +76,20 @@ class Sampler:
             ids, biases = zip(*seqs[r].params.logit_bias)
             logits[r, list(ids)] += torch.tensor(biases, device=logits.device)
         if any(s.grammar_state is not None for s in seqs):
-            from grammars.mask import apply_grammar_masks
-
-            apply_grammar_masks(logits, [s.grammar_state for s in seqs])
+            self._masks().apply(logits, [s.grammar_state for s in seqs])
         if sampled := rows(lambda p: p.is_sampling):
             sub = logits[sampled]
             params = [seqs[r].params for r in sampled]
             sub = _warp(sub, params)
             logits[sampled] = sub
         return logits
+
+    def _masks(self):
+        if self._grammar_masks is None:
+            from grammars.mask import GrammarMasks  # only servers that constrain a request need outlines-core
+
+            self._grammar_masks = GrammarMasks(self.device)
+        return self._grammar_masks
 
     def _repetition_penalty(self, logits: torch.Tensor, seqs: list[Sequence], rows: list[int]) -> None:
         # HF/CTRL rule over prompt + generated tokens, once per distinct id: s/p if s > 0 else s*p.

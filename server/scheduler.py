@@ -47,6 +47,7 @@ class Scheduler:
         self.max_num_seqs = max_num_seqs
         self.waiting: deque[Sequence] = deque()
         self.running: list[Sequence] = []  # admission order: oldest first
+        self.sequences: dict[str, Sequence] = {}  # every unfinished sequence, waiting or running, by request id
 
     @property
     def num_waiting(self) -> int:
@@ -60,7 +61,12 @@ class Scheduler:
         return bool(self.waiting or self.running)
 
     def add(self, seq: Sequence) -> None:
+        assert seq.request_id not in self.sequences, seq.request_id
+        self.sequences[seq.request_id] = seq
         self.waiting.append(seq)
+
+    def get(self, request_id: str) -> Sequence | None:
+        return self.sequences.get(request_id)
 
     def can_ever_fit(self, num_tokens: int) -> bool:
         return self.block_manager.num_blocks_for(num_tokens) <= self.block_manager.num_blocks
@@ -107,13 +113,9 @@ class Scheduler:
             hits = [] if seq.params.prompt_logprobs else bm.match_prefix(seq.token_ids, seq.num_tokens - 1)
             num_cached = len(hits) * bm.block_size
             num_new = min(seq.num_tokens - num_cached, budget)
-            needed = bm.num_blocks_for(num_cached + num_new) - len(hits)
-            revived = sum(1 for b in hits if bm.blocks[b].ref_count == 0)  # leave the free list when taken
-            if needed + revived > bm.num_free_blocks:
+            if not bm.can_admit(hits, num_cached + num_new):
                 break  # FIFO: the head waits for blocks; nobody overtakes it
-            bm.take_cached(hits)
-            seq.block_table = hits + bm.allocate(needed)
-            seq.block_hashes = [bm.blocks[b].hash for b in hits]
+            bm.admit(seq, hits, num_cached + num_new)
             seq.num_computed_tokens = num_cached
             if seq.num_preemptions == 0:
                 seq.num_cached_prompt_tokens = num_cached
@@ -134,14 +136,8 @@ class Scheduler:
 
     def commit(self, chunk: ScheduledChunk) -> None:
         """After a successful forward pass: the chunk's K/V is cached; publish newly full blocks."""
-        seq = chunk.seq
-        seq.num_computed_tokens += chunk.num_new_tokens
-        bm = self.block_manager
-        parent = seq.block_hashes[-1] if seq.block_hashes else -1
-        for i in range(len(seq.block_hashes), seq.num_computed_tokens // bm.block_size):
-            tokens = tuple(seq.token_ids[i * bm.block_size:(i + 1) * bm.block_size])
-            parent = bm.cache_block(seq.block_table[i], parent, tokens)
-            seq.block_hashes.append(parent)
+        chunk.seq.num_computed_tokens += chunk.num_new_tokens
+        self.block_manager.hash_full_blocks(chunk.seq)
 
     def finish(self, seq: Sequence, status: SequenceStatus) -> None:
         """Remove a sequence wherever it is and free its blocks at once."""
@@ -151,10 +147,10 @@ class Scheduler:
         elif seq in self.waiting:
             self.waiting.remove(seq)
         self._release(seq)
+        if self.sequences.get(seq.request_id) is seq:
+            del self.sequences[seq.request_id]
         seq.status = status
 
     def _release(self, seq: Sequence) -> None:
-        self.block_manager.free(seq.block_table)
-        seq.block_table = []
-        seq.block_hashes = []
+        self.block_manager.free_sequence(seq)
         seq.num_computed_tokens = 0

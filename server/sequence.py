@@ -46,9 +46,30 @@ class Sequence:
         self.block_hashes: list[int] = []  # chain hashes of the full blocks already published
         self.num_preemptions = 0
         self.generator: Any = None  # torch.Generator for seeded sampling, created by the sampler
-        self.grammar_state: Any = None  # grammars.state.GrammarState when the request is constrained
-        self.prompt_logprobs: list[float | None] | None = [None] if request.params.prompt_logprobs else None
+        # grammars.state.GrammarState when the request is constrained: made here, advanced only by `append`.
+        grammar = request.params.grammar
+        self.grammar_state: Any = grammar.new_state() if grammar is not None else None
+        # One slot per prompt token (the first is never scored), filled by position as prefill chunks run.
+        self.prompt_logprobs: list[float | None] | None = \
+            [None] * self.num_prompt_tokens if request.params.prompt_logprobs else None
         self.first_event_sent = False
+        self.scheduled_at: float | None = None  # time.monotonic() of the first step that ran it
+
+    def append(self, token_id: int, is_eos: bool) -> None:
+        """Add a generated token, advancing the grammar (EOS in a final state ends it without an automaton step)."""
+        state = self.grammar_state
+        if state is not None and not (is_eos and state.can_end()):
+            state.advance(token_id)
+        self.token_ids.append(token_id)
+
+    def record_prompt_logprobs(self, start: int, logprobs: list[float]) -> None:
+        """Logprobs of the prompt tokens at start + 1 ... (scored by the logits at positions start ...)."""
+        self.prompt_logprobs[start + 1:start + 1 + len(logprobs)] = logprobs
+
+    @property
+    def wants_prompt_logprobs(self) -> bool:
+        """Prompt logprobs were asked for and have not been sent yet (they go out with the first event)."""
+        return self.prompt_logprobs is not None and not self.first_event_sent
 
     @property
     def num_tokens(self) -> int:

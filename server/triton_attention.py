@@ -31,7 +31,7 @@ try:
 except ImportError as e:  # triton ships with CUDA builds of torch; CPU installs need `pip install triton`
     raise ImportError("attention=triton needs the `triton` package (pip install 'rho-serve[gpu]')") from e
 
-from server.attention import AttentionMetadata
+from server.attention import AttentionMetadata, AttentionUnavailableError
 
 PARTITION_SIZE = 256  # decode: context tokens per program before the context is split across programs
 DECODE_BLOCK_N = 64  # decode: keys per inner-loop tile
@@ -41,7 +41,7 @@ MIN_DOT = 16  # tl.dot needs every dimension >= 16 on GPUs
 LOG2E = math.log2(math.e)
 
 
-class TritonUnavailableError(RuntimeError):
+class TritonUnavailableError(AttentionUnavailableError):
     """Triton attention was asked for where it cannot run (CPU tensors without TRITON_INTERPRET=1)."""
 
 

@@ -7,10 +7,11 @@ hash_key * previous token), so the two are interchangeable for detection.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from functools import lru_cache
 
 import torch
+
+from server.protocol import WatermarkDetection
 
 HASH_KEY = 15485863
 
@@ -29,26 +30,19 @@ def apply_watermark(logits: torch.Tensor, prev_tokens: list[int], gamma: float, 
         logits[row, green_list(prev, vocab_size, gamma).to(logits.device)] += delta
 
 
-@dataclass(frozen=True)
-class Detection:
-    z_score: float
-    p_value: float
-    green_fraction: float
-    num_tokens_scored: int
-
-
-def detect(token_ids: list[int], vocab_size: int, gamma: float) -> Detection:
-    """One-proportion z-test: are more tokens green (given their predecessor) than chance (gamma) allows?"""
+def detect(token_ids: list[int], vocab_size: int, gamma: float, delta: float) -> WatermarkDetection:
+    """One-proportion z-test: are more tokens green (given their predecessor) than chance (gamma) allows?
+    delta (the bias generation adds) is only reported."""
     scored = len(token_ids) - 1
     if scored < 1:
-        return Detection(0.0, 1.0, 0.0, 0)
+        return WatermarkDetection(0.0, 1.0, 0.0, 0, gamma, delta)
     green = 0
     for prev, token in zip(token_ids, token_ids[1:]):
         members = _green_set(prev, vocab_size, gamma)
         green += token in members
     z = (green - gamma * scored) / math.sqrt(scored * gamma * (1 - gamma))
     p_value = 0.5 * math.erfc(z / math.sqrt(2))  # one-sided upper tail of the standard normal
-    return Detection(z, p_value, green / scored, scored)
+    return WatermarkDetection(z, p_value, green / scored, scored, gamma, delta)
 
 
 @lru_cache(maxsize=8192)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from grammars.compiled import CompiledGrammar
-from grammars.mask import apply_grammar_masks
+from grammars.mask import GrammarMasks
 
 
 @dataclass
@@ -26,6 +26,7 @@ def sample_constrained(model, prompt_ids: list[int], grammars: list[CompiledGram
                        seed: int = 0) -> list[Generation]:
     """One generation per entry of `grammars` (repeat a grammar for several samples)."""
     generator = torch.Generator().manual_seed(seed)
+    masks = GrammarMasks()  # as the engine's sampler keeps it: one per device
     states = [g.new_state() for g in grammars]
     outputs = [Generation([], False) for _ in grammars]
     done = [False] * len(grammars)
@@ -35,7 +36,7 @@ def sample_constrained(model, prompt_ids: list[int], grammars: list[CompiledGram
         out = model(input_ids=input_ids, cache=cache, use_cache=True)
         cache = out.past_key_values  # transformers 5 still returns it under this name
         logits = out.logits[:, -1].float()  # (rows, vocab)
-        apply_grammar_masks(logits, [None if d else s for d, s in zip(done, states)])
+        masks.apply(logits, [None if d else s for d, s in zip(done, states)])
         chosen = torch.multinomial(torch.softmax(logits, dim=-1), 1, generator=generator)  # (rows, 1)
         for r, token in enumerate(chosen[:, 0].tolist()):
             if done[r]:

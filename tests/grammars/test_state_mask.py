@@ -1,19 +1,11 @@
-"""GrammarState (advance, EOS rule, copy, cached masks) and the batched mask on real logits shapes."""
+"""GrammarState (advance, EOS rule, copy), the engine's cached masks and the batched mask on real logits shapes."""
 from __future__ import annotations
 
 import pytest
 import torch
-from transformers import AutoTokenizer
 
-from grammars.compiler import GrammarCompiler
-from grammars.mask import apply_grammar_masks
+from grammars.mask import GrammarMasks, apply_grammar_masks
 from grammars.state import GrammarViolation
-
-
-@pytest.fixture(scope="module")
-def compiler(tokenizer_dir):
-    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
-    return GrammarCompiler(tokenizer, len(tokenizer), tokenizer.eos_token_id)
 
 
 def _ids(compiler, text: str) -> list[int]:
@@ -25,14 +17,15 @@ def _ids(compiler, text: str) -> list[int]:
 
 def test_advance_eos_and_violations(compiler):
     grammar = compiler.compile(compiler.parse({"type": "regex", "value": "ab?"}))
+    masks = GrammarMasks()
     state = grammar.new_state()
-    assert not state.can_end() and not state.allowed_mask()[2]
+    assert not state.can_end() and not masks.mask(state)[2]
     with pytest.raises(GrammarViolation):
         state.advance(_ids(compiler, "b")[0])
     state.advance(_ids(compiler, "a")[0])
     assert state.can_end() and not state.is_finished()  # "b" may still follow
     state.advance(2)  # EOS where the grammar may end: recorded as the end, not an automaton step
-    assert state.is_finished() and state.allowed_mask().nonzero().flatten().tolist() == [2]
+    assert state.is_finished() and masks.mask(state).nonzero().flatten().tolist() == [2]
     with pytest.raises(GrammarViolation):
         state.advance(_ids(compiler, "b")[0])
 
@@ -44,7 +37,8 @@ def test_copy_is_independent_and_masks_are_shared(compiler):
     b = a.copy()
     b.advance(_ids(compiler, "b")[0])
     assert a.state != b.state
-    assert a.allowed_mask() is a.copy().allowed_mask()  # cached per (grammar, automaton state)
+    masks = GrammarMasks()
+    assert masks.mask(a) is masks.mask(a.copy())  # cached per (grammar, automaton state)
 
 
 def test_apply_masks_rows_and_none(compiler):
@@ -52,8 +46,9 @@ def test_apply_masks_rows_and_none(compiler):
     states = [grammar.new_state(), None, grammar.new_state()]
     logits = torch.randn(3, compiler.vocab_size)
     before = logits.clone()
-    apply_grammar_masks(logits, states)
-    allowed = states[0].allowed_mask()
+    masks = GrammarMasks()
+    masks.apply(logits, states)
+    allowed = masks.mask(states[0])
     assert torch.equal(logits[1], before[1])
     for r in (0, 2):
         assert torch.isinf(logits[r][~allowed]).all() and torch.equal(logits[r][allowed], before[r][allowed])

@@ -1,5 +1,16 @@
 """Block allocator and prefix cache: exact block ids, reference counts, LRU eviction order."""
 from server.block_manager import BlockManager
+from server.protocol import EngineRequest
+from server.sequence import Sequence
+
+
+def computed(bm: BlockManager, tokens: list[int], hits: list[int] | None = None) -> Sequence:
+    """A sequence admitted with all its tokens, computed and its full blocks published."""
+    seq = Sequence(EngineRequest("s", tuple(tokens)), 0)
+    bm.admit(seq, hits or [], len(tokens))
+    seq.num_computed_tokens = len(tokens)
+    bm.hash_full_blocks(seq)
+    return seq
 
 
 def test_allocate_and_free_in_lru_order():
@@ -14,28 +25,24 @@ def test_allocate_and_free_in_lru_order():
 
 def test_prefix_match_shares_blocks_and_counts_references():
     bm = BlockManager(num_blocks=8, block_size=2)
-    tokens = [5, 6, 7, 8, 9]
-    blocks = bm.allocate(3)
-    parent = -1
-    for i in range(2):  # two full blocks computed
-        parent = bm.cache_block(blocks[i], parent, tuple(tokens[2 * i:2 * i + 2]))
+    first = computed(bm, [5, 6, 7, 8, 9])  # two full blocks published, the third partial
     hits = bm.match_prefix([5, 6, 7, 8, 1], max_tokens=4)
-    assert hits == blocks[:2]
-    bm.take_cached(hits)
-    assert bm.blocks[blocks[0]].ref_count == 2
-    assert bm.match_prefix([5, 6, 1, 1], max_tokens=4) == blocks[:1]  # stops at the first miss
+    assert hits == first.block_table[:2] and len(first.block_hashes) == 2
+    second = computed(bm, [5, 6, 7, 8, 1], hits)
+    assert bm.ref_count(hits[0]) == 2 and second.block_table[:2] == hits
+    assert bm.match_prefix([5, 6, 1, 1], max_tokens=4) == hits[:1]  # stops at the first miss
     assert bm.match_prefix([9, 9, 7, 8], max_tokens=4) == []  # chained: same block content, other parent
 
 
 def test_freed_cached_blocks_are_revived_then_evicted_oldest_first():
     bm = BlockManager(num_blocks=3, block_size=1)
-    x, y = bm.allocate(2)
-    hx = bm.cache_block(x, -1, (1,))
-    bm.cache_block(y, hx, (2,))
-    bm.free([x, y])  # still cached, now evictable
-    assert bm.match_prefix([1, 2, 3], 3) == [x, y]
-    bm.take_cached([x])
-    assert bm.blocks[x].ref_count == 1 and x not in bm.free_blocks
+    seq = computed(bm, [1, 2])
+    x, y = seq.block_table
+    bm.free_sequence(seq)  # still cached, now evictable
+    assert seq.block_table == [] and bm.match_prefix([1, 2, 3], 3) == [x, y]
+    assert bm.can_admit([x], 3) and not bm.can_admit([x], 4)  # reviving x takes it off the free list
+    revived = computed(bm, [1], [x])
+    assert bm.ref_count(x) == 1 and x not in bm.free_blocks and revived.block_table == [x]
     # Allocation now takes the never-used block 2, then evicts y (the only free cached one).
     assert bm.allocate(1) == [2]
     assert bm.allocate(1) == [y] and bm.match_prefix([1, 2], 2) == [x]
@@ -43,6 +50,5 @@ def test_freed_cached_blocks_are_revived_then_evicted_oldest_first():
 
 def test_prefix_caching_off_never_matches():
     bm = BlockManager(num_blocks=2, block_size=1, enable_prefix_caching=False)
-    (b,) = bm.allocate(1)
-    bm.cache_block(b, -1, (1,))
+    computed(bm, [1])
     assert bm.match_prefix([1, 2], 2) == []

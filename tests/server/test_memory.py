@@ -13,7 +13,8 @@ if not torch.cuda.is_available():
 
 from server.config import ConfigError, EngineConfig  # noqa: E402
 from server.loader import load_checkpoint  # noqa: E402
-from server.memory import (GIB, MemoryProfile, attention_functions, bytes_per_block,  # noqa: E402
+from server.attention import attention_backend  # noqa: E402
+from server.memory import (GIB, MemoryProfile, bytes_per_block,  # noqa: E402
                            check_max_total_tokens, kv_pool_blocks, maximal_prefill, num_kv_blocks_from_memory)
 from server.models.llama import ModelConfig  # noqa: E402
 
@@ -60,7 +61,7 @@ def test_maximal_prefill_runs_the_largest_step(tiny_llama_dir, attention):
     cfg = EngineConfig(model_id=str(tiny_llama_dir), max_batch_prefill_tokens=300, max_total_tokens=128,
                        max_num_seqs=8)
     # Prompts of 128, 128 and 44 tokens: 8 + 8 + 3 blocks of 16 tokens in the scratch cache (float32).
-    scratch = maximal_prefill(model, cfg, *attention_functions(attention))
+    scratch = maximal_prefill(model, cfg, *attention_backend(attention, "cpu"))
     assert scratch == 19 * 16 * model.cfg.num_kv_heads * model.cfg.head_dim * 4
 
 
@@ -69,11 +70,11 @@ def test_maximal_prefill_runs_the_largest_step(tiny_llama_dir, attention):
 def test_pool_sizing_on_cuda(tiny_llama_dir):
     _, model = load_checkpoint(str(tiny_llama_dir), "bfloat16", "cuda")
     cfg = EngineConfig(model_id=str(tiny_llama_dir), max_batch_prefill_tokens=2048, cuda_memory_fraction=0.5)
-    num_blocks = num_kv_blocks_from_memory(model, cfg)
+    num_blocks = num_kv_blocks_from_memory(model, cfg, attention_backend("triton", "cuda"))
     free, total = torch.cuda.mem_get_info()
     pool = num_blocks * bytes_per_block(model.cfg, cfg.block_size, torch.bfloat16)
     assert 0 < pool <= 0.5 * total and pool <= free
     with pytest.raises(ConfigError, match="does not fit"):
-        num_kv_blocks_from_memory(model, replace(cfg, cuda_memory_fraction=1e-6))
+        num_kv_blocks_from_memory(model, replace(cfg, cuda_memory_fraction=1e-6), attention_backend("triton", "cuda"))
     with pytest.raises(ConfigError, match="--max-total-tokens"):  # ten billion tokens fit in no GPU
-        num_kv_blocks_from_memory(model, replace(cfg, max_total_tokens=10 ** 10))
+        num_kv_blocks_from_memory(model, replace(cfg, max_total_tokens=10 ** 10), attention_backend("triton", "cuda"))

@@ -42,15 +42,15 @@ def test_frequency_and_presence_follow_openai_over_generated_tokens():
 def test_logit_bias_and_greedy_choice():
     s = seq([1], logit_bias=((4, 100.0),))
     out = Sampler("cpu")(torch.zeros(1, 10), [s])
-    assert out.token_ids == [4] and abs(out.logprobs[0]) < 1e-6
+    assert out[0].token_id == 4 and abs(out[0].logprob) < 1e-6
 
 
 def test_top_n_tokens_are_sorted_logprobs():
     s = seq([1], top_n_tokens=3)
     logits = torch.tensor([[0.0, 3.0, 1.0, 2.0]])
     out = Sampler("cpu")(logits, [s])
-    ids = [t for t, _ in out.top_tokens[0]]
-    lps = [lp for _, lp in out.top_tokens[0]]
+    ids = [t for t, _ in out[0].top_tokens]
+    lps = [lp for _, lp in out[0].top_tokens]
     assert ids == [1, 3, 2] and lps == sorted(lps, reverse=True)
     assert abs(lps[0] - torch.log_softmax(logits, -1)[0, 1].item()) < 1e-6
 
@@ -62,13 +62,13 @@ def test_seeded_sampling_follows_the_distribution_and_the_seed():
     s = seq([1], do_sample=True, seed=5)
     sampler.init_sequence(s)
     for _ in range(3000):
-        counts[sampler(probs.log()[None].clone(), [s]).token_ids[0]] += 1
+        counts[sampler(probs.log()[None].clone(), [s])[0].token_id] += 1
     assert torch.allclose(counts / 3000, probs, atol=0.03)
     a, b, c = (seq([1], do_sample=True, seed=x) for x in (9, 9, 10))
     for x in (a, b, c):
         sampler.init_sequence(x)
     flat = torch.zeros(1, 1000)
-    draws = [[sampler(flat.clone(), [x]).token_ids[0] for _ in range(20)] for x in (a, b, c)]
+    draws = [[sampler(flat.clone(), [x])[0].token_id for _ in range(20)] for x in (a, b, c)]
     assert draws[0] == draws[1] != draws[2]
 
 
