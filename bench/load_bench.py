@@ -207,7 +207,8 @@ def run_schemathesis(url: str, args) -> list[str]:
             continue
         cmd = [sys.executable, "-m", "schemathesis.cli", "run", schema, "--url", url, "--checks", "not_a_server_error",
                "--max-examples", str(args.examples), "--request-timeout", "30", "--exclude-path", "/metrics"]
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+        with tempfile.TemporaryDirectory() as scratch:  # schemathesis writes a .schemathesis/ cache where it runs
+            done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=scratch)
         tail = [line for line in done.stdout.splitlines() if line.strip()][-6:]
         out.append(f"{label} (exit {done.returncode}): " + " | ".join(tail))
     return out
