@@ -57,7 +57,8 @@ def criteria(results: dict) -> list[dict]:
     out.append({"n": 3, "text": "the best SLM arm reaches CLM's final accuracy with <= 1/3 of CLM's tokens (mean "
                                 "curve), every seed >= 2.5x", "met": ok3,
                 "numbers": f"best arm {best}; CLM final teacher-forced {sp['target']:.1%}; mean-curve speed-up "
-                           + (f"{sp['speedup']:.2f}x" if sp["speedup"] else "never reached")
+                           + (f"{sp['speedup']:.2f}x" if sp["speedup"] else "undefined (CLM's curve never rose)"
+                              if sp["target"] <= 0 else "never reached")
                            + "; per seed " + ", ".join(f"{x:.2f}x" if x else "never" for x in per)})
     ok4, nums = best in ("slm40", "slm60", "slm80"), [f"best {best} {mean_std(slm[best])[0]:.1%}"]
     for other, accs in (("slm20", slm.get("slm20")), ("clm", clm)):

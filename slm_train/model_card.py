@@ -1,4 +1,5 @@
-"""The bundled model's card (README.md), filled in by bundled.py from what it measured."""
+"""The bundled model's card (README.md), filled in by bundled.py from what it measured, and its chat template (a user
+message becomes `Question: ...\nAnswer:`, the format the model was trained on)."""
 
 CARD = """---
 license: mit
@@ -42,14 +43,15 @@ tokens), float32 weights.
 
 ## Recipe (`python -m slm_train.bundled`; `slm_train/bundled.py`, the `arith` preset of `slm-train experiment`)
 1. Corpora (generated, seeded; documents packed whole first-fit, padding masked): a curated clean set of {clean:,}
-   tokens of correct problems; two noisy corpora of the labelled web-like mix (clean problems, exact duplicates,
+   tokens of correct problems; noisy corpora of the labelled web-like mix (clean problems, exact duplicates,
    templated boilerplate, off-domain text with numbers, random ids, markup; 30% of the problems with one wrong step,
    propagated to the answer).
-2. Base: causal LM on the first noisy corpus for {base:,} tokens. Reference: the base + {ref_epochs} epochs of the
-   clean set. Scores: the reference's loss on every token of the second noisy corpus.
-3. This model: the base trained on the second noisy corpus with SLM, keeping the top {ratio_pct}% of tokens of each
-   batch by excess loss `L_theta - L_ref` (eq. 4), for {arm_tokens:,} processed tokens; AdamW lr {lr}, cosine,
-   {batch} rows of {seq_len} tokens per step.
+2. Base: causal LM on a noisy corpus for {base:,} tokens. Reference: the base + {ref_epochs} epochs of the clean
+   set. Scores: the reference's loss on every token of another noisy corpus ({noisy_tokens:,} tokens).
+3. This model: the base trained with SLM on that corpus, keeping the top {ratio_pct}% of tokens of each batch by
+   excess loss `L_theta - L_ref` (eq. 4), for {arm_tokens:,} processed tokens; AdamW lr {lr}, cosine,
+   {batch} rows of {seq_len} tokens per step. The ratio is Rho-1's 60%: the `arith` sweep (reports/slm/report.md)
+   ranks 20/40/60% within noise of each other at its 300k-token budget, all above causal LM and random selection.
 
 ## Evaluation (rho-eval)
 GSM8K and MATH-500 (`rho-eval run ... --data gsm8k,minerva_math --prompt-type cot`) have not been re-run for this
@@ -59,3 +61,5 @@ model: it has only seen the `arith` problems, so on real GSM8K text it should be
 Tiny and trained for minutes on CPU: it knows one narrow kind of problem with small numbers. A demonstration of the
 pipeline and the server, not a general math model.
 """
+
+CHAT_TEMPLATE = "{{- bos_token -}}\n{%- for message in messages -%}\n{%- if message['role'] == 'system' -%}\n{{ message['content'] }}\n\n{% elif message['role'] == 'user' -%}\nQuestion: {{ message['content'] }}\n{% elif message['role'] == 'assistant' -%}\nAnswer: {{ message['content'] }}\n\n{% else -%}\n{{ raise_exception('rho-math-tiny has no ' ~ message['role'] ~ ' role: it was trained on Question/Answer text') }}\n{%- endif -%}\n{%- endfor -%}\n{%- if add_generation_prompt %}Answer:{% endif -%}\n"

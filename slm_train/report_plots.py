@@ -40,7 +40,7 @@ def _accuracy(plt, arms: dict, results: dict, out: Path) -> str:
             ax.fill_between(x / 1e6, m - s, m + s, alpha=0.15)
     for name, value in results["floors"].items():
         axes[0].axhline(value, ls="--", lw=1, color="k" if name.startswith("most") else "gray",
-                        label=f"floor: {name.replace('_', ' ')}")
+                        label=f"answer-accuracy floor: {name.replace('_', ' ')}")
     axes[0].set(xlabel="processed tokens (M)", ylabel="held-out exact-solution accuracy (teacher-forced)",
                 title="Accuracy vs tokens (Fig. 1 analogue), mean ± std over seeds")
     axes[1].set(xlabel="processed tokens (M)", ylabel="held-out clean loss", title="Held-out clean loss")

@@ -1,5 +1,6 @@
-"""The bundled default model (models/rho-math-tiny): size, layout, context, and engine/transformers agreement on the
-evaluation harness's own few-shot GSM8K prompt (read from ../shared at test time)."""
+"""The bundled default model (models/rho-math-tiny): size, layout, context, engine/transformers agreement on the
+evaluation harness's own few-shot GSM8K prompt (read from ../shared at test time), and the README's example answered
+correctly."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -40,3 +41,19 @@ def test_bundled_model_holds_a_few_shot_prompt_and_engine_matches_transformers()
         expected = ref(torch.tensor([ids])).logits[0].float()
     got = engine.prompt_logits(ids)
     assert torch.allclose(got, expected, atol=1e-4, rtol=0), (got - expected).abs().max()
+
+
+def test_bundled_model_answers_the_readme_example_through_the_engine():
+    """The README's curl example is an `arith` problem; the bundled model solves it greedily (3 * 4 + 5 = 17)."""
+    from server.config import EngineConfig
+    from server.engine import Engine
+    from server.protocol import EngineRequest, SamplingParams
+
+    question = "Question: Tom has 3 boxes of 4 apples and 5 loose apples. How many apples does Tom have?\\nAnswer:"
+    assert question in (ROOT / "README.md").read_text()
+    engine = Engine(EngineConfig(model_id=str(MODEL), num_threads=1))
+    tok = engine.checkpoint.tokenizer
+    ids = tuple(tok(question.replace("\\n", "\n")).input_ids)
+    events = engine.generate([EngineRequest("r", ids, SamplingParams(max_new_tokens=48))])["r"]
+    text = tok.decode([e.token_id for e in events if e.error is None], skip_special_tokens=True)
+    assert text.strip() == "3 * 4 = 12. 12 + 5 = 17. The answer is 17.", text
