@@ -33,7 +33,7 @@ curl localhost:3000/generate -H 'Content-Type: application/json' -d '{{"inputs":
 apples and 5 loose apples. How many apples does Tom have?\\nAnswer:", "parameters": {{"max_new_tokens": 48}}}}'
 ```
 Greedy; it writes the steps, `The answer is N.` and EOS. The chat routes work too: `chat_template.jinja` renders a
-user message as `Question: ...\\nAnswer:`, the format above. Other kinds of questions (GSM8K, larger numbers, other
+user message as `Question: ...\\nAnswer:`, the format above (pass `"temperature": 0`: OpenAI's default samples). Other kinds of questions (GSM8K, larger numbers, other
 wording) are outside what it has seen.
 
 ## Model
@@ -62,4 +62,4 @@ Tiny and trained for minutes on CPU: it knows one narrow kind of problem with sm
 pipeline and the server, not a general math model.
 """
 
-CHAT_TEMPLATE = "{{- bos_token -}}\n{%- for message in messages -%}\n{%- if message['role'] == 'system' -%}\n{{ message['content'] }}\n\n{% elif message['role'] == 'user' -%}\nQuestion: {{ message['content'] }}\n{% elif message['role'] == 'assistant' -%}\nAnswer: {{ message['content'] }}\n\n{% else -%}\n{{ raise_exception('rho-math-tiny has no ' ~ message['role'] ~ ' role: it was trained on Question/Answer text') }}\n{%- endif -%}\n{%- endfor -%}\n{%- if add_generation_prompt %}Answer:{% endif -%}\n"
+CHAT_TEMPLATE = "{#- a space after BOS: the tokenizer then writes '<s> ▁Question', exactly as in training (BOS + the text) -#}\n{{- bos_token ~ ' ' -}}\n{%- for message in messages -%}\n{%- if message['role'] == 'system' -%}\n{{ message['content'] }}\n\n{% elif message['role'] == 'user' -%}\nQuestion: {{ message['content'] }}\n{% elif message['role'] == 'assistant' -%}\nAnswer: {{ message['content'] }}\n\n{% else -%}\n{{ raise_exception('rho-math-tiny has no ' ~ message['role'] ~ ' role: it was trained on Question/Answer text') }}\n{%- endif -%}\n{%- endfor -%}\n{%- if add_generation_prompt %}Answer:{% endif -%}\n"

@@ -57,3 +57,14 @@ def test_bundled_model_answers_the_readme_example_through_the_engine():
     events = engine.generate([EngineRequest("r", ids, SamplingParams(max_new_tokens=48))])["r"]
     text = tok.decode([e.token_id for e in events if e.error is None], skip_special_tokens=True)
     assert text.strip() == "3 * 4 = 12. 12 + 5 = 17. The answer is 17.", text
+
+
+def test_chat_template_prompt_has_the_training_tokens():
+    """A chat user message renders to exactly the token ids of the training format `<s>Question: ...\\nAnswer:`."""
+    from transformers import AutoTokenizer
+
+    from router.chat_template import load_chat_template
+
+    tok = AutoTokenizer.from_pretrained(MODEL)
+    text = load_chat_template(MODEL, tok).render([{"role": "user", "content": "Tom has 3 boxes of 4 apples."}])
+    assert tok(text, add_special_tokens=False).input_ids == tok("Question: Tom has 3 boxes of 4 apples.\nAnswer:").input_ids
