@@ -5,7 +5,8 @@ Shapes follow OpenAI's API (what the `openai` SDK and `huggingface_hub` parse), 
 `tool_calls[].function` may carry `parameters` instead of `arguments`. Unknown fields are ignored, as in TGI.
 Ranges that OpenAI documents are checked here (pydantic); everything that needs the tokenizer or the server's
 limits is checked by the router's validation. Responses are built as dicts by the builders at the end of this file
-(usage, logprobs; token texts: router.detokenizer.TokenTexts) and checked in the tests against the openai SDK's response models.
+(usage, logprobs, whose token texts come from router.detokenizer.TokenTexts) and checked in the tests against the
+openai SDK's response models.
 """
 from __future__ import annotations
 

@@ -89,9 +89,9 @@ async def stream_ending(events: AsyncIterator[dict], outcome: Outcome, error_eve
                         done: dict | None = None) -> AsyncIterator[dict]:
     """How every stream ends, TGI's and OpenAI's: a success, or one in-band error event (the 200 is already sent;
     an unexpected exception is TGI's `Incomplete generation stream`, never a traceback on the wire), counted as a
-    failure; then `done` (OpenAI's `data: [DONE]`; TGI has none). A cancelled stream (its client left, or the drain
-    deadline of router.shutdown.until_drained cut it) counts as dropped. Closing `events` at once matters: it releases
-    the concurrency permits and aborts the engine sequences."""
+    failure; then `done` (OpenAI's `data: [DONE]`; TGI has none). A stream cut before its end (its client left, a
+    reader too slow for the send timeout, the drain deadline of router.shutdown.until_drained) counts as dropped.
+    Closing `events` at once matters: it releases the concurrency permits and aborts the engine sequences."""
     try:
         async for event in events:
             yield event
@@ -99,8 +99,8 @@ async def stream_ending(events: AsyncIterator[dict], outcome: Outcome, error_eve
     except RouterError as e:
         outcome.failure(e)
         yield error_event(e)
-    except asyncio.CancelledError:
-        outcome.failure(RouterError("the client disconnected", 499, "dropped"))
+    except (asyncio.CancelledError, GeneratorExit):  # cut mid-stream: the engine sequences are aborted below
+        outcome.failure(RouterError("the stream was cut before its end", 499, "dropped"))
         raise
     except Exception:  # noqa: BLE001 - never a traceback on the wire
         log.exception("stream failed")
