@@ -9,6 +9,7 @@ BENCHES = {
     "http": ("bench.http_bench", "HTTP streaming vs in-process engine throughput (issue 3)"),
     "grammar": ("bench.grammar_bench", "constrained decoding cost and grammar compile times (issue 5)"),
     "slm": ("bench.slm_bench", "SLM vs causal-LM training cost and scoring throughput (issue 4)"),
+    "speculate": ("bench.speculate_bench", "n-gram speculative decoding vs plain, GSM8K CoT (issue 19)"),
     "gpu": ("bench.gpu_bench", "the CUDA path against transformers on one GPU (issue 9; run bench/gpu.sh)"),
 }
 

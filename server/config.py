@@ -31,6 +31,7 @@ class EngineConfig:
     watermark_gamma: float = 0.5
     watermark_delta: float = 2.0
     num_threads: int | None = None  # torch intra-op threads on CPU; None: torch's default
+    speculate: int = 0  # n-gram speculation: most draft tokens verified per sequence and step; 0: off
     wedge_timeout_s: float = 60.0  # a step running longer than this marks the engine unhealthy
 
     def __post_init__(self) -> None:
@@ -46,6 +47,8 @@ class EngineConfig:
             raise ConfigError(f"`attention` must be torch or triton. Given: {self.attention}")
         if not 0.0 < self.cuda_memory_fraction <= 1.0:
             raise ConfigError("`cuda_memory_fraction` must be in (0, 1]")
+        if not 0 <= self.speculate <= 16:
+            raise ConfigError(f"`speculate` must be between 0 and 16. Given: {self.speculate}")
         if not 0.0 < self.watermark_gamma < 1.0:
             raise ConfigError("`watermark_gamma` must be in (0, 1)")
 
