@@ -9,6 +9,7 @@ acceptance (accepted / proposed draft tokens) and inter-token latency (a request
 (tokens - 1), averaged over requests).
 
     rho-bench speculate [--speculate 5] [--requests 8] [--max-new-tokens 160] [--rounds 2] [--models bundled,random]
+    rho-bench speculate --break-even   # cost of verification rows: one step of B sequences with 0, 2, 5 drafts
 """
 from __future__ import annotations
 
@@ -93,26 +94,62 @@ def compare(name: str, model_dir: Path, texts: list[str], args) -> list[str]:
         run(engine, prompts[:1], 8, 1)
     lines = []
     for batch in (1, 32):
-        work = prompts if batch == 1 else (prompts * (-(-32 // len(prompts))))[:32]
-        total = {n: dict(tokens=0, seconds=0.0, itl=0.0, proposed=0, accepted=0) for n in engines}
-        for _ in range(args.rounds):
-            for n, engine in engines.items():  # alternate: both see the same machine load
-                r = run(engine, work, args.max_new_tokens, batch)
-                t = total[n]
-                t["tokens"] += r["tokens"]
-                t["seconds"] += r["seconds"]
-                t["itl"] += r["itl_ms"] / args.rounds
-                t["proposed"] += r["proposed"]
-                t["accepted"] += r["accepted"]
-                outputs = total[n].setdefault("outputs", r["outputs"])
-                assert outputs == r["outputs"], "greedy outputs changed between rounds"
+        # Batch 1 alternates request by request, 32 concurrent round by round: both settings see the same load.
+        work = [[p] for p in prompts] if batch == 1 else [(prompts * (-(-32 // len(prompts))))[:32]]
+        total = {n: dict(tokens=0, seconds=0.0, itl=[], proposed=0, accepted=0, outputs={}) for n in engines}
+        for rnd in range(args.rounds):
+            for i, ps in enumerate(work):
+                for n, engine in engines.items():
+                    r = run(engine, ps, args.max_new_tokens, batch)
+                    t = total[n]
+                    for key in ("tokens", "seconds", "proposed", "accepted"):
+                        t[key] += r[key]
+                    t["itl"].append(r["itl_ms"])
+                    t["outputs"].setdefault(i, r["outputs"])
+                    assert t["outputs"][i] == r["outputs"], "greedy outputs changed between rounds"
         assert total[0]["outputs"] == total[args.speculate]["outputs"], "speculation changed greedy outputs"
         base = total[0]["tokens"] / total[0]["seconds"]
         for n, t in total.items():
             tps = t["tokens"] / t["seconds"]
             acc = f"{t['accepted'] / t['proposed']:.2f} ({t['accepted']}/{t['proposed']})" if t["proposed"] else "-"
             lines.append(f"{name:<14} {batch:>5} {n:>9} {tps:>9.1f} {tps / base:>6.2f}x {acc:>20} "
-                         f"{t['itl']:>8.2f}")
+                         f"{sum(t['itl']) / len(t['itl']):>8.2f}")
+    return lines
+
+
+def break_even(name: str, model_dir: Path, reps: int = 15) -> list[str]:
+    """Forward + verify time of one decode step of B sequences (900 tokens of context) with k drafts each, as a
+    multiple of k = 0: the cost side of speculation's back-off (the gain side is the acceptance above)."""
+    import torch
+
+    from server.config import EngineConfig
+    from server.engine import Engine
+    from server.protocol import EngineRequest
+    from server.scheduler import ScheduledChunk
+    from server.sequence import Sequence
+
+    engine = Engine(EngineConfig(model_id=str(model_dir)))
+    bm, ctx, lines = engine.block_manager, 900, []
+    for batch in (1, 2, 4, 8, 16, 32):
+        seqs = []
+        for b in range(batch):
+            seq = Sequence(EngineRequest(f"s{b}", tuple([1] + [(7 * b + i) % 900 + 3 for i in range(ctx)])), b)
+            bm.admit(seq, [], ctx + 8)
+            seq.num_computed_tokens = ctx  # the K/V content does not matter for timing
+            seqs.append(seq)
+        best = {0: float("inf"), 2: float("inf"), 5: float("inf")}
+        with torch.inference_mode():
+            for _ in range(reps):  # interleaved, min: the least-disturbed run of each on a loaded machine
+                for k in best:
+                    chunks = [ScheduledChunk(s, 1 + k, [5] * k) for s in seqs]
+                    t = time.perf_counter()
+                    out = engine.runner.run(chunks)
+                    engine.sampler.verify(out.logits, out.seqs, out.drafts, (2,))
+                    best[k] = min(best[k], time.perf_counter() - t)
+        for seq in seqs:
+            bm.free_sequence(seq)
+        lines.append(f"{name:<14} {batch:>5} " + " ".join(f"{1000 * best[k]:>8.1f}" for k in best)
+                     + f" {best[2] / best[0]:>7.2f} {best[5] / best[0]:>7.2f}")
     return lines
 
 
@@ -123,28 +160,41 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-new-tokens", type=int, default=160)
     parser.add_argument("--rounds", type=int, default=2, help="alternating rounds per setting")
     parser.add_argument("--models", default="bundled,random")
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (0: torch's default)")
+    parser.add_argument("--break-even", action="store_true", help="time verification rows instead")
     args = parser.parse_args(argv)
     sys.path.insert(0, str(ROOT))
     import torch
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.break_even:
+        header = f"{'model':<14} {'batch':>5} {'k=0 ms':>8} {'k=2 ms':>8} {'k=5 ms':>8} {'x k=2':>7} {'x k=5':>7}"
+        print(f"torch threads={torch.get_num_threads()}\n{header}\n" + "-" * len(header))
+        with tempfile.TemporaryDirectory() as tmp:
+            for name, model_dir in _models(args.models, Path(tmp)):
+                print("\n".join(break_even(name, model_dir)), flush=True)
+        return
     texts, source = cot_prompts(args.requests)
     print(f"prompts: {len(texts)} GSM8K CoT few-shot ({source}); greedy, max_new_tokens={args.max_new_tokens}, "
           f"{args.rounds} alternating rounds, torch threads={torch.get_num_threads()}")
     header = f"{'model':<14} {'batch':>5} {'speculate':>9} {'tok/s':>9} {'ratio':>7} {'acceptance':>20} {'ITL ms':>8}"
     lines = [header, "-" * len(header)]
     with tempfile.TemporaryDirectory() as tmp:
-        for name in args.models.split(","):
-            if name == "bundled":
-                from server.config import DEFAULT_MODEL_DIR
-                model_dir = DEFAULT_MODEL_DIR
-            else:
-                from bench.engine_bench import build_model
-                model_dir = build_model(Path(tmp) / "random")
+        for name, model_dir in _models(args.models, Path(tmp)):
             lines += compare(name, model_dir, texts, args)
-    print("\n".join(lines))
+            print("\n".join(lines), flush=True)  # progress: each model's table as it completes
+            lines = lines[:2]
+
+
+def _models(names: str, tmp: Path):
+    for name in names.split(","):
+        if name == "bundled":
+            from server.config import DEFAULT_MODEL_DIR
+            yield "bundled-1M", DEFAULT_MODEL_DIR
+        else:
+            from bench.engine_bench import build_model
+            yield "random-7.5M", build_model(tmp / "random")
 
 
 if __name__ == "__main__":

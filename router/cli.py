@@ -41,6 +41,7 @@ _FLAGS: list[tuple[str, type, object, str]] = [
     ("--cuda-memory-fraction", float, 0.9, "Fraction of GPU memory the engine may use"),
     ("--cuda-graphs", str, "1,2,4,8,16,32", "Batch sizes to capture CUDA graphs for; 0 disables"),
     ("--num-threads", int, None, "torch intra-op threads on CPU. Default: torch's choice"),
+    ("--speculate", int, 0, "N-gram speculation: draft tokens verified per sequence and step (0: off)"),
     ("--watermark-gamma", float, 0.5, "Watermark green-list fraction (Kirchenbauer et al.)"),
     ("--watermark-delta", float, 2.0, "Watermark logit bias added to green tokens"),
     ("--api-key", str, None, "Require `Authorization: Bearer <key>` on generation routes"),
@@ -163,7 +164,7 @@ def parse_args(argv: list[str] | None = None,
             enable_prefix_caching=not v["disable_prefix_caching"], attention=v["attention"],
             cuda_memory_fraction=v["cuda_memory_fraction"], cuda_graphs=_cuda_graphs(v["cuda_graphs"]),
             watermark_gamma=v["watermark_gamma"], watermark_delta=v["watermark_delta"],
-            num_threads=v["num_threads"], wedge_timeout_s=v["wedge_timeout"])
+            num_threads=v["num_threads"], speculate=v["speculate"], wedge_timeout_s=v["wedge_timeout"])
         router = RouterConfig(
             hostname=v["hostname"], port=v["port"], max_concurrent_requests=v["max_concurrent_requests"],
             max_best_of=v["max_best_of"], max_stop_sequences=v["max_stop_sequences"],

@@ -9,10 +9,13 @@ Drafts are cut where they could not be emitted anyway: at the length budget (the
 the accepted drafts), after a stop (EOS) token, and before the first token the sequence's grammar forbids (the
 grammar state is copied, never advanced here).
 
-Back-off (`Speculator.num_drafts`): no drafts when the batch is so large that the forward pass is compute-bound (one
-more row costs about as much as the token it might save: measured by `rho-bench speculate`), and per sequence a
-draft length that follows its acceptance rate: a sequence whose drafts keep being rejected proposes fewer, then none
-but a probe every few steps (its text may start repeating later).
+Back-off (`Speculator.num_drafts`): a draft length per sequence that follows its acceptance rate (an EMA), so a
+sequence whose drafts keep being rejected proposes fewer, then none but a short probe every few steps (its text may
+start repeating later). Larger batches ask for a higher rate: measured on the 2-core CPU box (`rho-bench speculate
+--break-even`: forward + verify of B sequences with 0, 2, 5 drafts each, min of interleaved runs), 5 drafts per
+sequence cost x1.2 (B=1) to x1.4 (B=32) of a plain decode step on the bundled 1M and the random 7.5M model, while
+at the CoT acceptance measured (~0.45) they bring ~1.9 tokens per step: a win up to 32 sequences, but a thin one
+for sequences with low acceptance. Above MAX_SPECULATIVE_BATCH sequences nothing is proposed.
 """
 from __future__ import annotations
 
@@ -21,12 +24,12 @@ from dataclasses import dataclass, field
 from grammars.state import GrammarViolation
 
 NGRAM_SIZES = (4, 3, 2)  # longest first: a longer match is a better predictor
-# Above this many running sequences the CPU forward pass is compute-bound: verification rows cost as much as the
-# tokens they save (measured on the 2-core CPU box with `rho-bench speculate`; see the README's figures).
-MAX_SPECULATIVE_BATCH = 8
+MAX_SPECULATIVE_BATCH = 32  # running sequences above which verification rows are not worth their cost here
+SMALL_BATCH = 8  # up to here a draft row is nearly free (the pass is overhead-bound) ...
+MIN_ACCEPT_RATE = 0.15  # ... and a sequence keeps proposing down to this acceptance rate;
+MIN_ACCEPT_RATE_LARGE = 0.3  # in larger batches rows cost more: a higher rate is needed
 ACCEPT_EMA = 0.7  # weight of the past in a sequence's acceptance-rate estimate
-MIN_ACCEPT_RATE = 0.15  # below this a sequence stops proposing ...
-PROBE_EVERY = 8  # ... except one short probe every this many steps
+PROBE_EVERY = 8  # a sequence below the rate still probes with one draft every this many steps
 
 
 @dataclass
@@ -79,7 +82,7 @@ class Speculator:
         """How many drafts this sequence may propose now (the back-off policy)."""
         if batch_size > self.max_batch:
             return 0
-        if state.accept_rate >= MIN_ACCEPT_RATE:
+        if state.accept_rate >= (MIN_ACCEPT_RATE if batch_size <= SMALL_BATCH else MIN_ACCEPT_RATE_LARGE):
             # Expected accepted length grows with the rate; rejected rows are waste, so propose about what the
             # rate says will be kept, plus one.
             return max(1, min(self.num_speculative, round(self.num_speculative * state.accept_rate) + 1))
