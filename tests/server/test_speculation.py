@@ -310,6 +310,15 @@ def test_http_info_and_acceptance_metrics(tiny_llama_dir):
             r = httpx.post(live.url + "/generate", json={**body, "parameters": {**body["parameters"],
                                                                                 "details": True}}, timeout=60)
             assert r.status_code == 200 and r.json()["details"]["generated_tokens"] == 40
+            full = [t["id"] for t in r.json()["details"]["tokens"]]
+            text = r.json()["generated_text"]
+            stop = text[len(text) // 2:len(text) // 2 + 3]  # ends mid-generation, likely inside a verified burst
+            r = httpx.post(live.url + "/generate", json={**body, "parameters": {
+                **body["parameters"], "details": True, "stop": [stop]}}, timeout=60).json()
+            tokens = [t["id"] for t in r["details"]["tokens"]]
+            assert r["details"]["finish_reason"] == "stop_sequence" and r["generated_text"].endswith(stop)
+            assert tokens == full[:len(tokens)] and stop not in "".join(
+                t["text"] for t in r["details"]["tokens"][:-1])  # nothing past the token completing the stop
             metrics = httpx.get(live.url + "/metrics").text
             values = {line.split()[0]: float(line.split()[1]) for line in metrics.splitlines()
                       if line.startswith("tgi_speculative_")}
@@ -317,3 +326,14 @@ def test_http_info_and_acceptance_metrics(tiny_llama_dir):
             assert 0 < values["tgi_speculative_accepted_tokens_total"] <= values["tgi_speculative_draft_tokens_total"]
     finally:
         client.shutdown()
+
+
+def test_triton_attention_verifies_drafts_like_the_torch_path(tiny_llama_dir, plain):
+    """--attention triton (TRITON_INTERPRET=1 on CPU): draft rows go through its chunked-prefill kernel."""
+    tri = make_engine(tiny_llama_dir, 4, attention="triton", max_batch_prefill_tokens=64)
+    ps = repetitive_prompts(plain.checkpoint.tokenizer, [12, 30], seed=5)
+    reqs = greedy_requests(ps, [10, 14])
+    want, got = plain.generate(reqs), tri.generate(reqs)
+    for r in reqs:
+        assert tokens_of(got[r.request_id]) == tokens_of(want[r.request_id])
+    assert tri.stats().num_draft_tokens_accepted_total > 0
