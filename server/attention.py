@@ -4,8 +4,8 @@ The KV cache of one layer is two tensors `(num_blocks, block_size, num_kv_heads,
 `block_id * block_size + offset`. Sequences read their context through their block tables. Decode rows (one new
 token, or a few: the last token and its speculative drafts) are attended in batched gathers, groups of similar
 length, short queries padded to the group's longest; prefill chunks (many new tokens over a possibly cached prefix)
-one sequence at a time. Both use torch's scaled_dot_product_attention with grouped-query heads (`enable_gqa`), so K/V are never
-repeated per query head.
+one sequence at a time. Both use torch's scaled_dot_product_attention with grouped-query heads (`enable_gqa`), so
+K/V are never repeated per query head.
 """
 from __future__ import annotations
 

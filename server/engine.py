@@ -2,9 +2,9 @@
 
 Each step: drain the inbox (new requests, aborts) -> schedule -> one forward pass -> sample (with `--speculate`:
 verify each sequence's drafts, server/verification.py) -> postprocess (append the emitted tokens in order, advance
-grammars, finish on EOS / length, roll back rejected drafts, free blocks) -> hand the step's `TokenEvent`s to the client in one
-call. A request whose processing raises fails alone (the step is retried one sequence at a time to find it); the loop
-keeps serving the others.
+grammars, finish on EOS / length, roll back rejected drafts, free blocks) -> hand the step's `TokenEvent`s to the
+client in one call. A request whose processing raises fails alone (the step is retried one sequence at a time to
+find it); the loop keeps serving the others.
 """
 from __future__ import annotations
 

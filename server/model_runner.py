@@ -2,8 +2,8 @@
 
 Owns the model and the KV cache (one (k, v) pair of `(num_blocks, block_size, num_kv_heads, head_dim)` per layer).
 Returns float32 logits only for the rows that need them: the last token of each chunk that completes its sequence
-(to sample) and, with speculation, each of its draft tokens after it (to verify), and the prompt positions of requests that asked for prompt logprobs (the sampler turns those into
-logprobs).
+(to sample) and, with speculation, each of its draft tokens after it (to verify), and the prompt positions of
+requests that asked for prompt logprobs (the sampler turns those into logprobs).
 """
 from __future__ import annotations
 
