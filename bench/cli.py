@@ -11,6 +11,7 @@ BENCHES = {
     "slm": ("bench.slm_bench", "SLM vs causal-LM training cost and scoring throughput (issue 4)"),
     "speculate": ("bench.speculate_bench", "n-gram speculative decoding vs plain, GSM8K CoT (issue 19)"),
     "gpu": ("bench.gpu_bench", "the CUDA path against transformers on one GPU (issue 9; run bench/gpu.sh)"),
+    "sandbox": ("bench.sandbox_bench", "tora/pal executor executions per second, trivial and sympy programs (issue 16)"),
 }
 
 

@@ -42,6 +42,13 @@ def _add_run(commands) -> None:
                      help='JSON merged into each request\'s parameters, e.g. \'{"repetition_penalty": 1.0}\'')
     run.add_argument("--exec-timeout", type=float, default=5.0, help="seconds per program (harness: 5)")
     run.add_argument("--exec-memory-mb", type=int, default=4096, help="address-space limit per program")
+    _add_unsafe(run)
+
+
+def _add_unsafe(command) -> None:
+    command.add_argument("--unsafe-executor", action="store_true",
+                         help="run model code and grade model answers without namespaces (only where the kernel "
+                              "refuses user namespaces; see `rho-eval sandbox-info`)")  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -53,7 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     regrade.add_argument("--workers", type=int, default=None, help="grading processes (default: all cores)")
     regrade.add_argument("--grade-timeout", type=float, default=3.0,
                          help="seconds per item before it counts as wrong (harness: 3; raise it on a loaded machine)")
-    regrade.add_argument("--check", action="store_true", help="exit 1 if any stored pred or score differs")
+    regrade.add_argument("--check", action="store_true",
+                         help="exit 1 if any stored pred, score or timeout count differs (needs `setup-latex`)")
+    _add_unsafe(regrade)
     summary = commands.add_parser("summary", help="accuracy table from *_metrics.json files")
     summary.add_argument("path", type=Path)
     commands.add_parser("setup-latex", help="install antlr 4.11 privately for sympy's LaTeX parser (exact grading)")
@@ -70,7 +79,9 @@ def _run(args: argparse.Namespace) -> int:
     if args.max_tokens < 1 or args.concurrency < 1:
         raise EvalError("--max-tokens and --concurrency must be positive")
     client = ClientConfig(args.endpoint, args.api, args.api_key, args.model, extra_parameters=args.extra_params)
-    executor = ExecutorConfig(timeout_s=args.exec_timeout, memory_bytes=args.exec_memory_mb << 20)
+    executor = ExecutorConfig(timeout_s=args.exec_timeout, memory_bytes=args.exec_memory_mb << 20,
+                              unsafe=args.unsafe_executor)  # fmt: skip
+    _require_sandbox(args.unsafe_executor)
     config = RunConfig(client=client, harness_dir=args.harness_dir, output_dir=args.output_dir,
                        data_names=tuple(d for d in args.data.split(",") if d), prompt_type=args.prompt_type,
                        split=args.split, num_test_sample=args.num_test_sample, seed=args.seed, start=args.start,
@@ -92,16 +103,39 @@ def _regrade(args: argparse.Namespace) -> int:
     outputs = read_outputs(args.path)
     if not outputs:
         raise EvalError(f"no harness output files (<data>/<split>_<type>_..._e<end>.jsonl) in {args.path}")
-    results = [regrade_file(output, args.workers, grade_timeout_s=args.grade_timeout) for output in outputs]
+    if args.check and not _exact_latex_available():
+        raise EvalError("--check needs the harness's exact LaTeX parser (sympy's parse_latex on antlr 4.11), which "
+                        "is missing, so some symbolic answers would grade differently; run `rho-eval setup-latex` "
+                        "once (or set RHO_EVAL_ANTLR_DIR)")  # fmt: skip
+    _require_sandbox(args.unsafe_executor)
+    executor = ExecutorConfig(unsafe=args.unsafe_executor)
+    results = [regrade_file(output, args.workers, executor, args.grade_timeout) for output in outputs]
     print(format_regrade(results))
-    flipped = any(r.pred_flips or r.score_flips for r in results)
+    flipped = any(r.pred_flips or r.score_flips or r.timeout_mismatch for r in results)
+    if args.check and any(r.timeout_mismatch for r in results):
+        print("rho-eval: the timeout counts differ from the stored metrics; on a loaded machine slow items pass "
+              f"the {args.grade_timeout:g} s limit: raise --grade-timeout", file=sys.stderr)  # fmt: skip
     return 1 if args.check and flipped else 0
 
 
-def _warn_if_inexact() -> None:
+def _require_sandbox(unsafe: bool) -> None:
+    from evaluation.sandbox import require_namespaces
+
+    if unsafe:
+        print("rho-eval: warning: --unsafe-executor: model-written code and answers run without namespaces "
+              "(rlimits, no_new_privs and seccomp only)", file=sys.stderr)  # fmt: skip
+    else:
+        require_namespaces()
+
+
+def _exact_latex_available() -> bool:
     from evaluation.latex_antlr import antlr_dir
 
-    if not (antlr_dir() / "antlr4").is_dir():
+    return (antlr_dir() / "antlr4" / "__init__.py").is_file()
+
+
+def _warn_if_inexact() -> None:
+    if not _exact_latex_available():
         print("rho-eval: warning: sympy's LaTeX parser is unavailable (antlr 4.11 missing), so a few symbolic "
               "answers grade differently from the harness; run `rho-eval setup-latex` once", file=sys.stderr)
 

@@ -35,6 +35,12 @@ class RegradeResult:
     pred_flips: list[Any]
     score_flips: list[Any]
 
+    @property
+    def timeout_mismatch(self) -> bool:
+        """The stored metrics' timeout count differs from this grading's (where the file has one)."""
+        stored = (self.file.stored_metrics or {}).get("timeout_samples")
+        return stored is not None and stored != self.metrics["timeout_samples"]
+
 
 def _describe(name: str) -> tuple[str, str] | None:
     parts = name.split("/")
@@ -78,11 +84,12 @@ def regrade_file(output: OutputFile, num_workers: int | None = None, executor: E
 
 
 def format_regrade(results: list[RegradeResult]) -> str:
-    rows = [("file", "acc", "stored acc", "n", "timeouts", "pred flips", "score flips")]
+    rows = [("file", "acc", "stored acc", "n", "timeouts", "stored timeouts", "pred flips", "score flips")]
     for r in results:
-        stored = r.file.stored_metrics["acc"] if r.file.stored_metrics else "-"
-        rows.append((r.file.name, f"{r.metrics['acc']:.1f}", str(stored), str(r.metrics["num_samples"]),
-                     str(r.metrics["timeout_samples"]), str(len(r.pred_flips)), str(len(r.score_flips))))  # fmt: skip
+        stored = r.file.stored_metrics or {}
+        rows.append((r.file.name, f"{r.metrics['acc']:.1f}", str(stored.get("acc", "-")), str(r.metrics["num_samples"]),
+                     str(r.metrics["timeout_samples"]), str(stored.get("timeout_samples", "-")),
+                     str(len(r.pred_flips)), str(len(r.score_flips))))  # fmt: skip
     return _table(rows)
 
 

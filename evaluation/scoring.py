@@ -1,37 +1,55 @@
 """Re-derive predictions and grade samples; metrics exactly as the harness's `evaluate()` (HARNESS.md §9).
 
-Grading goes through a process pool with a per-item time limit (timeout -> False, counted in `timeout_samples`);
-items that need no sympy are decided in-process first (same result, much faster).
+Items that need no sympy are decided in-process first (string and float comparisons only: same result, much
+faster). Every other item parses model text with sympy, which evaluates it, so it is graded in the sandbox
+(evaluation/sandbox.py), one throwaway child per item forked from a warm worker: past the per-item limit it counts
+as a timeout (False, counted in `timeout_samples`); a child that dies or answers nonsense counts as wrong, as a
+crashed worker did in the harness.
 """
+import os
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
 
+from evaluation import sandbox
 from evaluation.data import parse_ground_truth
+from evaluation.executor import ExecutorConfig
 from evaluation.extract import predict
-from evaluation.grade import math_equal, quick_equal
-from evaluation.pool import TIMEOUT, timed_map
+from evaluation.grade import quick_equal
 from evaluation.tool_loop import pal_prediction
 
 GRADE_TIMEOUT_S = 3.0  # the harness's pebble map timeout
 
 
-def _math_equal_item(pair: tuple[Any, Any]) -> bool:
-    return math_equal(pair[0], pair[1])
-
-
 def grade_pairs(
     pairs: list[tuple[Any, Any]], num_workers: int | None = None, timeout_s: float = GRADE_TIMEOUT_S,
-    on_done: Callable[[], None] | None = None,
+    on_done: Callable[[], None] | None = None, unsafe: bool = False,
 ) -> tuple[list[bool], int]:
     """Scores for (pred, gt) pairs and the number of timeouts."""
     scores: list[bool | None] = [quick_equal(pred, gt) for pred, gt in pairs]
     slow = [i for i, score in enumerate(scores) if score is None]
-    results = timed_map(_math_equal_item, [pairs[i] for i in slow], timeout_s, num_workers, on_done)
-    for i, result in zip(slow, results):
-        scores[i] = False if result is TIMEOUT else bool(result)
-    return [bool(score) for score in scores], sum(result is TIMEOUT for result in results)
+    if not slow:
+        return [bool(score) for score in scores], 0
+    workers = sandbox.pool(unsafe)
+    limits = ExecutorConfig().limits()
+
+    def grade(index: int) -> str:
+        job = {"kind": "grade", "prediction": str(pairs[index][0]), "reference": str(pairs[index][1]),
+               "timeout_s": timeout_s, "limits": limits}  # fmt: skip
+        reply = workers.run_job(job)
+        if on_done:
+            on_done()
+        if reply["status"] == "timeout":
+            return "timeout"
+        return "true" if reply["status"] == "done" and reply["value"]["equal"] else "false"
+
+    with ThreadPoolExecutor(max(1, min(num_workers or os.cpu_count() or 1, len(slow)))) as threads:
+        outcomes = list(threads.map(grade, slow))
+    for i, outcome in zip(slow, outcomes):
+        scores[i] = outcome == "true"
+    return [bool(score) for score in scores], outcomes.count("timeout")
 
 
 def dedup_sorted(samples: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -62,7 +80,8 @@ def evaluate(
         if "pred" not in sample or execute:
             repredict(sample, data_name, prompt_type, executor)
     pairs = [(pred, sample["gt"]) for sample in samples for pred in sample["pred"]]
-    scores, num_timeouts = grade_pairs(pairs, num_workers, grade_timeout_s, on_done)
+    unsafe = bool(executor and executor.unsafe)
+    scores, num_timeouts = grade_pairs(pairs, num_workers, grade_timeout_s, on_done, unsafe)
     offset = 0
     for sample in samples:
         sample["score"] = scores[offset : offset + len(sample["pred"])]

@@ -16,45 +16,38 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from starlette.responses import JSONResponse, Response
 
+from router import chat_tokenize, schemas, vertex
 from router import openai as openai_routes
-from router import schemas
+from router.chat_tokenize import simple_tokens
 from router.config import RouterConfig
 from router.errors import RouterError, ValidationError
-from router.http import PayloadLimit, install_error_handlers, parse_body, read_json, to_model
+from router.http import BodyError, PayloadLimit, install_error_handlers, parse_body, read_json, to_model
 from router.state import RouterState, build_state
 from router.streaming import generate_response, sse_response, tgi_events
+from router.timing import generation_headers, stream_headers
 from router.validation import check_stream
 
 _ERRORS = {422: {"model": schemas.ErrorResponse}, 424: {"model": schemas.ErrorResponse},
            429: {"model": schemas.ErrorResponse}}
 
 
-def _ms(seconds: float) -> str:
-    return str(int(seconds * 1000))
-
-
 async def run_generate(state: RouterState, req: schemas.GenerateRequest, *, as_list: bool = False) -> Response:
-    """Non-streaming generation with TGI's timing headers."""
-    start = time.perf_counter()
+    """Non-streaming generation with TGI's timing headers (router.timing)."""
+    start = time.monotonic()
     state.metrics.request_count.inc()
     async with state.infer.slot():
-        valid = await state.validator.validate(req.inputs, req.parameters)
-        validated = time.perf_counter()
+        valid = await state.validator.validate(req.inputs, req.parameters, received_at=start)
         gen = await state.infer.generate(valid)
-    total = time.perf_counter() - start
-    state.metrics.observe_request(gen, len(valid.prompt_token_ids), valid.max_new_tokens, validated - start, total)
+    state.metrics.request_success.inc()
     body = generate_response(gen, valid)
-    per_token = gen.inference_s / max(gen.num_generated_tokens, 1)
-    headers = {"x-compute-type": state.compute_type, "x-compute-time": f"{total:.6f}",
-               "x-compute-characters": str(len(req.inputs)), "x-total-time": _ms(total),
-               "x-validation-time": _ms(validated - start), "x-queue-time": _ms(gen.queue_s),
-               "x-inference-time": _ms(gen.inference_s), "x-time-per-token": _ms(per_token),
-               "x-prompt-tokens": str(gen.num_prompt_tokens), "x-generated-tokens": str(gen.num_generated_tokens)}
+    headers = generation_headers(state.compute_type, len(req.inputs), gen.timing, time.monotonic() - start,
+                                 gen.num_prompt_tokens, gen.num_generated_tokens)
     return JSONResponse([body] if as_list else body, headers=headers)
 
 
 def run_stream(state: RouterState, req: schemas.GenerateRequest) -> Response:
     """SSE generation: always HTTP 200; every error (429 included) is one in-band event (TGI)."""
+    start = time.monotonic()
     state.metrics.request_count.inc()
 
     async def events():
@@ -66,7 +59,7 @@ def run_stream(state: RouterState, req: schemas.GenerateRequest) -> Response:
         try:
             check_stream(req.parameters)
             async with state.infer.slot():
-                valid = await state.validator.validate(req.inputs, req.parameters, stream=True)
+                valid = await state.validator.validate(req.inputs, req.parameters, stream=True, received_at=start)
                 async for event in tgi_events(state.infer.stream(valid), valid, fail):
                     yield event
         except RouterError as e:
@@ -78,12 +71,17 @@ def run_stream(state: RouterState, req: schemas.GenerateRequest) -> Response:
         if not failures:
             state.metrics.request_success.inc()
 
-    headers = {"x-compute-type": state.compute_type, "x-compute-characters": str(len(req.inputs))}
+    headers = stream_headers(state.compute_type, len(req.inputs))
     return sse_response(events(), state.config.keep_alive_s, headers, state.config.graceful_termination_timeout)
 
 
 def _count_failure(state: RouterState):
-    return lambda e: state.metrics.observe_failure(e.error_type)
+    """TGI counts nothing for a request its body extractor refused (not JSON, wrong shape, too large): such a
+    request is neither in tgi_request_count nor in tgi_request_failure."""
+    def count(e: RouterError) -> None:
+        if not isinstance(e, BodyError) and e.status != 413:
+            state.metrics.observe_failure(e.error_type)
+    return count
 
 
 async def dispatch(state: RouterState, request: Request) -> Response:
@@ -110,15 +108,6 @@ async def compat(state: RouterState, req: schemas.CompatGenerateRequest) -> Resp
     if req.stream:
         return run_stream(state, req)
     return await run_generate(state, req, as_list=True)
-
-
-def _tokenize(state: RouterState, text: str) -> list[dict]:
-    enc = state.tokenizer(text, add_special_tokens=True, return_offsets_mapping=True)
-    out = []
-    for token_id, (start, stop) in zip(enc["input_ids"], enc["offset_mapping"]):
-        out.append({"id": token_id, "text": text[start:stop],
-                    "start": len(text[:start].encode()), "stop": len(text[:stop].encode())})  # byte offsets (TGI)
-    return out
 
 
 def _watermark(state: RouterState, text: str) -> dict:
@@ -185,7 +174,7 @@ def _register_protected(app: FastAPI, state: RouterState) -> None:
     async def tokenize(request: Request) -> Response:
         req = await parse_body(request, schemas.GenerateRequest)
         try:
-            return JSONResponse(_tokenize(state, req.inputs))
+            return JSONResponse(simple_tokens(state.tokenizer, req.inputs, add_special_tokens=True))
         except Exception as e:  # noqa: BLE001 - tokenizer failures are the client's input
             raise ValidationError(f"tokenizer error {e}") from None
 
@@ -238,5 +227,7 @@ def create_app(client, config: RouterConfig) -> FastAPI:
     _register_open(app, state)
     _register_protected(app, state)
     openai_routes.register(app, state)
+    chat_tokenize.register(app, state)  # TGI's routes built on the chat machinery
+    vertex.register(app, state)
     _install_openapi(app)
     return app

@@ -19,7 +19,7 @@ The default template (models without one, e.g. the Rho-Math base models) is plai
     System: <system text>
     User: <user text>
     Assistant: <assistant text>            (a tool call is written as its JSON: {"name": ..., "arguments": {...}})
-    Tool (<tool_call_id>): <tool result>
+    Tool (<tool_call_id>): <tool result>   (also a legacy `function` message: Tool (<name>): <result>)
     Assistant:                             (the generation prompt: the model continues after "Assistant:")
 
 preceded by the BOS token, and, when tools are given, by a `Tools:` block listing them as JSON with the answer format.
@@ -50,7 +50,7 @@ DEFAULT_CHAT_TEMPLATE = (
     "{% for call in message.tool_calls or [] %}"
     "{{ {'name': call.function.name, 'arguments': call.function.arguments} | tojson }}"
     "{% endfor %}{{ '\\n' }}"
-    "{% elif message.role == 'tool' %}Tool ({{ message.tool_call_id or message.name or '' }}): {{ message.content }}\n"
+    "{% elif message.role in ('tool', 'function') %}Tool ({{ message.tool_call_id or message.name or '' }}): {{ message.content }}\n"
     "{% else %}{{ raise_exception('unknown role: ' ~ message.role) }}"
     "{% endif %}"
     "{% endfor %}"

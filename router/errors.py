@@ -44,13 +44,6 @@ class GenerationError(RouterError):
         super().__init__(f"Request failed during generation: {message}")
 
 
-class IncompleteGenerationError(RouterError):
-    status, error_type = 500, "incomplete_generation"
-
-    def __init__(self):
-        super().__init__("Incomplete generation")
-
-
 class UnauthorizedError(RouterError):
     status, error_type = 401, "authentication"
 

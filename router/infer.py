@@ -1,5 +1,7 @@
 """Running validated requests on the engine: the concurrency limit (429), token events -> text with stop strings,
 best_of fan-out, and abort on early exit (a client disconnect closes the stream, which aborts the sequence).
+Every sequence that finishes records TGI's request histograms here (router.metrics), whichever route ran it; a
+best_of request records its winner only.
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from dataclasses import dataclass, field
 
 from router.detokenizer import IncrementalDetokenizer, StopMatcher
 from router.errors import GenerationError, OverloadedError
+from router.timing import Timing
 from router.validation import ValidRequest
 from server.protocol import EngineRequest, FinishReason, TokenEvent, draw_seed
 
@@ -41,6 +44,7 @@ class StreamItem:
     seed: int | None = None
     prefill: tuple[TokenInfo, ...] = ()  # first item only, when prompt logprobs were asked for
     time_to_first_token_s: float = 0.0
+    timing: Timing | None = None  # last item only
 
 
 @dataclass
@@ -55,8 +59,7 @@ class Generation:
     num_prompt_tokens: int
     num_generated_tokens: int
     seed: int | None
-    queue_s: float = 0.0  # submit -> first token (the engine does not report when prefill started)
-    inference_s: float = 0.0  # first token -> last token
+    timing: Timing
     best_of_sequences: list["Generation"] = field(default_factory=list)
 
     @property
@@ -104,10 +107,12 @@ class Infer:
         finally:
             self.num_in_flight -= 1
 
-    async def stream(self, valid: ValidRequest, cut_stop: bool = False) -> AsyncIterator[StreamItem]:
-        """Token items of one sequence; the last has finish_reason and generated_text. Raises GenerationError."""
+    async def stream(self, valid: ValidRequest, cut_stop: bool = False, observe: bool = True
+                     ) -> AsyncIterator[StreamItem]:
+        """Token items of one sequence; the last has finish_reason, generated_text and timing. Raises
+        GenerationError. observe: record the request histograms when it finishes."""
         request = EngineRequest(uuid.uuid4().hex, valid.prompt_token_ids, valid.params)
-        decoder = _Decoder(self, valid, cut_stop)
+        decoder = _Decoder(self, valid, cut_stop, observe)
         async with contextlib.aclosing(self.client.generate(request)) as events:
             async for event in events:
                 item = decoder.step(event)
@@ -119,24 +124,26 @@ class Infer:
     async def generate(self, valid: ValidRequest, cut_stop: bool = False) -> Generation:
         if valid.best_of <= 1:
             return await self.collect(valid, cut_stop)
-        results = await gather_or_cancel(self.collect(r, cut_stop) for r in fan_out(valid, valid.best_of))
+        results = await gather_or_cancel(self.collect(r, cut_stop, observe=False)
+                                         for r in fan_out(valid, valid.best_of))
         best = max(range(len(results)), key=lambda i: results[i].mean_logprob)
         winner = results[best]
         winner.best_of_sequences = [r for i, r in enumerate(results) if i != best]
+        if self.metrics is not None:
+            self.metrics.observe_generation(winner.timing, winner.num_prompt_tokens, valid.max_new_tokens,
+                                            winner.num_generated_tokens)
         return winner
 
-    async def collect(self, valid: ValidRequest, cut_stop: bool = False) -> Generation:
-        start = time.perf_counter()
-        tokens, tops, prefill, first_s = [], [], [], None
-        async for item in self.stream(valid, cut_stop):
-            first_s = first_s if first_s is not None else time.perf_counter() - start
+    async def collect(self, valid: ValidRequest, cut_stop: bool = False, observe: bool = True) -> Generation:
+        tokens, tops, prefill = [], [], []
+        async for item in self.stream(valid, cut_stop, observe):
             tokens.append(item.token)
             tops.append(list(item.top_tokens))
             prefill = prefill or list(item.prefill)
             last = item
         return Generation(last.generated_text or "", last.text_before_stop or "", last.stop_sequence,
                           last.finish_reason, tokens, tops, prefill, last.num_prompt_tokens, len(tokens),
-                          valid.seed, first_s or 0.0, time.perf_counter() - start - (first_s or 0.0))
+                          valid.seed, last.timing)
 
 
 def fan_out(valid: ValidRequest, n: int, base_seed: int | None = None) -> list[ValidRequest]:
@@ -165,9 +172,10 @@ async def gather_or_cancel(coroutines) -> list:
 class _Decoder:
     """Turns one sequence's TokenEvents into StreamItems: detokenize, match stops, count, time."""
 
-    def __init__(self, infer: Infer, valid: ValidRequest, cut_stop: bool):
+    def __init__(self, infer: Infer, valid: ValidRequest, cut_stop: bool, observe: bool):
         self.texts = infer.texts
         self.metrics = infer.metrics
+        self.observe = observe
         self.valid = valid
         self.detok = IncrementalDetokenizer(infer.tokenizer, valid.prompt_token_ids)
         self.stops = StopMatcher(valid.stop, cut=cut_stop)
@@ -175,6 +183,8 @@ class _Decoder:
         self.num_prompt_tokens = len(valid.prompt_token_ids)
         self.num_cached = 0
         self.start = time.perf_counter()
+        self.queued_at = time.monotonic()  # submitted to the engine right after this decoder is made
+        self.scheduled_at = self.queued_at
         self.ttft = 0.0
 
     def step(self, event: TokenEvent) -> StreamItem:
@@ -193,16 +203,27 @@ class _Decoder:
         token = TokenInfo(event.token_id, token_text, event.logprob, event.is_special)
         tops = tuple(self.texts.info(t.token_id, t.logprob) for t in event.top_tokens)
         done = finish is not None
-        if done and self.metrics is not None:
-            self.metrics.observe_sequence(self.ttft, self.index)
+        timing = self._finished() if done else None
         return StreamItem(
             self.index, token, visible, tops, finish,
             self.stops.output if done else None, self.stops.text_before_stop if done else None,
             stop if done else None, self.num_prompt_tokens, self.num_cached, self.index, self.valid.seed,
-            prefill, self.ttft)
+            prefill, self.ttft, timing)
+
+    def _finished(self) -> Timing:
+        timing = Timing(self.valid.received_at or self.queued_at, self.queued_at, self.scheduled_at,
+                        time.monotonic())
+        if self.metrics is not None:
+            self.metrics.observe_sequence(self.ttft, self.index)
+            if self.observe:
+                self.metrics.observe_generation(timing, self.num_prompt_tokens, self.valid.max_new_tokens,
+                                                self.index)
+        return timing
 
     def _first(self, event: TokenEvent) -> tuple[TokenInfo, ...]:
         self.ttft = time.perf_counter() - self.start
+        # Engines that predate the stamp (test fakes) send 0: the queue time is then unknown and counted as 0.
+        self.scheduled_at = min(max(event.scheduled_at, self.queued_at), time.monotonic())
         self.num_prompt_tokens = event.num_prompt_tokens or self.num_prompt_tokens
         self.num_cached = event.num_cached_prompt_tokens
         if event.prompt_logprobs is None:

@@ -1,13 +1,26 @@
-"""Prometheus metrics: every `tgi_*` name of TGI's router (CONTRACT §7) with its labels, plus time to first token,
-generated tokens and KV-cache usage. One private CollectorRegistry per app: no process globals, so several apps
-(tests) never collide. Engine gauges are refreshed from `client.stats()` at scrape time.
+"""Prometheus metrics: every `tgi_*` name of TGI's router (CONTRACT §7) with TGI's types, labels and exposition
+(counters without `_total`, no `_created` samples: router.prometheus), plus time to first token, generated tokens and
+KV-cache usage. One private registry per app: no process globals, so several apps (tests) never collide. Engine
+gauges are refreshed from `client.stats()` at scrape time.
+
+Request histograms are recorded once per finished engine sequence whatever the route (router.infer calls
+`observe_generation`), as TGI records them in each generate call; `tgi_request_success` is counted by the routes.
 """
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from router.prometheus import Counter, Gauge, Histogram, Registry
 
 DURATION_BUCKETS = tuple(0.00015 * 1.5 ** i for i in range(35))  # TGI: 35 geometric buckets from 0.15 ms
 BATCH_METHODS = ("prefill", "decode")
+# TGI's err labels. Every error a counted request can end with maps to one of them.
+FAILURE_LABELS = ("validation", "overloaded", "generation", "incomplete", "template", "dropped")
+_ERR = {"incomplete_generation": "incomplete", "incomplete_generation_stream": "incomplete",
+        "template_error": "template", "missing_template_variable": "template", "tool_error": "validation",
+        "suffix not supported": "validation", "batch size exceeded": "validation"}
+# TGI buckets batch sizes 1..1024 in steps of 1 (1,024 series per scrape). Steps of 1 up to 16 keep small batches
+# exact (where one sequence more or less matters), then steps of 1.33-1.5x keep any quantile within ~25% of the true
+# size up to 1,024, in 33 series.
+BATCH_SIZE_BUCKETS = (*range(1, 17), 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 640, 768, 896, 1024)
 
 
 def _linear(maximum: int, steps: int = 100) -> tuple[float, ...]:
@@ -17,66 +30,85 @@ def _linear(maximum: int, steps: int = 100) -> tuple[float, ...]:
 
 class Metrics:
     def __init__(self, max_input_tokens: int, max_total_tokens: int):
-        self.registry = r = CollectorRegistry(auto_describe=True)
-        self.request_count = Counter("tgi_request_count", "Requests received", registry=r)
-        self.request_success = Counter("tgi_request_success", "Requests that succeeded", registry=r)
-        self.request_failure = Counter("tgi_request_failure", "Requests that failed", ["err"], registry=r)
-        self.batch_inference_count = Counter("tgi_batch_inference_count", "Forward passes", ["method"], registry=r)
-        self.batch_inference_success = Counter("tgi_batch_inference_success", "Forward passes", ["method"], registry=r)
-        self.batch_inference_failure = Counter("tgi_batch_inference_failure", "Failed passes", ["method"], registry=r)
-        self.batch_concat = Counter("tgi_batch_concat", "Batch concatenations", ["reason"], registry=r)
-        self.queue_size = Gauge("tgi_queue_size", "Sequences waiting in the engine", registry=r)
-        self.batch_current_size = Gauge("tgi_batch_current_size", "Sequences running in the engine", registry=r)
-        self.batch_current_max_tokens = Gauge("tgi_batch_current_max_tokens", "KV tokens in use", registry=r)
-        self.batch_max_total_tokens = Gauge("tgi_batch_max_total_tokens", "KV capacity in tokens", registry=r)
-        self.kv_cache_usage = Gauge("tgi_kv_cache_usage_ratio", "Fraction of KV-cache blocks in use", registry=r)
-        self.requests_in_flight = Gauge("tgi_requests_in_flight", "HTTP generation requests in flight", registry=r)
-        self.generated_tokens_total = Counter("tgi_generated_tokens", "Tokens generated, all requests", registry=r)
-        self._histograms(r, max_input_tokens, max_total_tokens)
+        self.registry = r = Registry()
+        self.request_count = Counter(r, "tgi_request_count", "Number of total requests")
+        self.request_success = Counter(r, "tgi_request_success", "Number of successful requests")
+        self.request_failure = Counter(r, "tgi_request_failure", "Number of failed requests", ("err",),
+                                       initial=[(e,) for e in FAILURE_LABELS])
+        methods = [(m,) for m in BATCH_METHODS]
+        self.batch_inference_count = Counter(r, "tgi_batch_inference_count", "Inference calls", ("method",),
+                                             initial=methods)
+        self.batch_inference_success = Counter(r, "tgi_batch_inference_success", "Successful inference calls",
+                                               ("method",), initial=methods)
+        self.batch_inference_failure = Counter(r, "tgi_batch_inference_failure", "Failed inference calls",
+                                               ("method",), initial=methods)
+        # Our batch is rebuilt every step, so nothing is ever concatenated: the series exist and stay at 0.
+        self.batch_concat = Counter(r, "tgi_batch_concat", "Batch concatenations", ("reason",),
+                                    initial=[("backpressure",), ("wait_exceeded",), ("chunking",)])
+        self.queue_size = Gauge(r, "tgi_queue_size", "Current queue size")
+        self.batch_current_size = Gauge(r, "tgi_batch_current_size", "Current batch size")
+        self.batch_current_max_tokens = Gauge(r, "tgi_batch_current_max_tokens", "Maximum tokens for the current batch")
+        self.batch_max_total_tokens = Gauge(r, "tgi_batch_max_total_tokens", "Maximum amount of tokens in total")
+        self.kv_cache_usage = Gauge(r, "tgi_kv_cache_usage_ratio", "Fraction of KV-cache blocks in use")
+        self.requests_in_flight = Gauge(r, "tgi_requests_in_flight", "HTTP generation requests in flight")
+        self.generated_tokens_total = Counter(r, "tgi_generated_tokens_total", "Tokens generated, all requests")
+        self._request_histograms(r, max_input_tokens, max_total_tokens)
+        self._batch_histograms(r)
 
-    def _histograms(self, r: CollectorRegistry, max_input: int, max_total: int) -> None:
-        def duration(name: str, doc: str, labels: tuple[str, ...] = ()) -> Histogram:
-            return Histogram(name, doc, labels, buckets=DURATION_BUCKETS, registry=r)
+    def _request_histograms(self, r: Registry, max_input: int, max_total: int) -> None:
+        def duration(name: str, doc: str) -> Histogram:
+            return Histogram(r, name, doc, buckets=DURATION_BUCKETS)
 
-        self.request_duration = duration("tgi_request_duration", "Request latency (s)")
-        self.validation_duration = duration("tgi_request_validation_duration", "Validation time (s)")
-        self.queue_duration = duration("tgi_request_queue_duration", "Submit to first token (s)")
-        self.inference_duration = duration("tgi_request_inference_duration", "First to last token (s)")
+        self.request_duration = duration("tgi_request_duration", "Request duration (s)")
+        self.validation_duration = duration("tgi_request_validation_duration", "Request validation duration (s)")
+        self.queue_duration = duration("tgi_request_queue_duration", "Queued until first scheduled (s)")
+        self.inference_duration = duration("tgi_request_inference_duration", "First scheduled until done (s)")
         self.time_per_token = duration("tgi_request_mean_time_per_token_duration", "Mean time per token (s)")
         self.time_to_first_token = duration("tgi_request_time_to_first_token", "Time to first token (s)")
-        self.generated_tokens = Histogram("tgi_request_generated_tokens", "Generated tokens per request",
-                                          buckets=_linear(max_total), registry=r)
-        self.input_length = Histogram("tgi_request_input_length", "Prompt tokens per request",
-                                      buckets=_linear(max_input), registry=r)
-        self.max_new_tokens = Histogram("tgi_request_max_new_tokens", "max_new_tokens per request",
-                                        buckets=_linear(max_total), registry=r)
-        self.skipped_tokens = Histogram("tgi_request_skipped_tokens", "Prompt tokens served from the prefix cache",
-                                        buckets=_linear(max_input), registry=r)
-        self.batch_next_size = Histogram("tgi_batch_next_size", "Batch size", buckets=tuple(range(1, 1025, 8)),
-                                         registry=r)
-        for name in ("forward", "decode", "filter", "inference", "concat"):
-            setattr(self, f"batch_{name}_duration",
-                    duration(f"tgi_batch_{name}_duration", f"Batch {name} time (s)", ("method",)))
+        self.generated_tokens = Histogram(r, "tgi_request_generated_tokens", "Generated tokens per request",
+                                          buckets=_linear(max_total))
+        self.input_length = Histogram(r, "tgi_request_input_length", "Input tokens per request",
+                                      buckets=_linear(max_input))
+        self.max_new_tokens = Histogram(r, "tgi_request_max_new_tokens", "Maximum new tokens per request",
+                                        buckets=_linear(max_total))
+        # TGI: tokens a step produced beyond the first (speculative decoding); without speculation always 0.
+        self.skipped_tokens = Histogram(r, "tgi_request_skipped_tokens", "Speculated tokens per step",
+                                        buckets=(0.0, 1.0, 2.0, 3.0, 4.0))
+
+    def _batch_histograms(self, r: Registry) -> None:
+        methods = [(m,) for m in BATCH_METHODS]
+
+        def duration(name: str, doc: str, initial=methods) -> Histogram:
+            return Histogram(r, name, doc, ("method",), buckets=DURATION_BUCKETS, initial=initial)
+
+        self.batch_next_size = Histogram(r, "tgi_batch_next_size", "Batch size", buckets=BATCH_SIZE_BUCKETS)
+        self.batch_forward_duration = duration("tgi_batch_forward_duration", "Batch forward duration (s)")
+        self.batch_decode_duration = duration("tgi_batch_decode_duration", "Batch sampling duration (s)")
+        self.batch_inference_duration = duration("tgi_batch_inference_duration", "Batch inference duration (s)")
+        # TGI's filter/concat steps do not exist here (the batch is rebuilt every step): present, empty.
+        self.batch_filter_duration = duration("tgi_batch_filter_duration", "Batch filtering duration (s)")
+        self.batch_concat_duration = duration("tgi_batch_concat_duration", "Batch concat duration (s)",
+                                              [("decode",)])
 
     def observe_sequence(self, ttft_s: float, num_generated: int) -> None:
         """One finished sequence (each best_of run counts)."""
         self.time_to_first_token.observe(ttft_s)
         self.generated_tokens_total.inc(num_generated)
+        self.skipped_tokens.observe(0.0, num_generated)  # one step per token: nothing speculated
 
-    def observe_request(self, gen, num_input: int, max_new_tokens: int, validation_s: float, total_s: float) -> None:
-        self.request_success.inc()
-        self.request_duration.observe(total_s)
-        self.validation_duration.observe(validation_s)
-        self.queue_duration.observe(gen.queue_s)
-        self.inference_duration.observe(gen.inference_s)
-        self.time_per_token.observe(gen.inference_s / max(gen.num_generated_tokens, 1))
-        self.generated_tokens.observe(gen.num_generated_tokens)
+    def observe_generation(self, timing, num_input: int, max_new_tokens: int, num_generated: int) -> None:
+        """TGI's request histograms for one successful generation; `timing` is a router.timing.Timing."""
+        self.request_duration.observe(timing.total_s)
+        self.validation_duration.observe(timing.validation_s)
+        self.queue_duration.observe(timing.queue_s)
+        self.inference_duration.observe(timing.inference_s)
+        self.time_per_token.observe(timing.inference_s / max(num_generated, 1))
+        self.generated_tokens.observe(num_generated)
         self.input_length.observe(num_input)
         self.max_new_tokens.observe(max_new_tokens)
 
     def observe_step(self, step) -> None:
-        """One engine step (server.protocol.StepInfo), called on the engine thread (prometheus-client is
-        thread-safe). Our batches are rebuilt every step, so TGI's filter and concat durations stay empty."""
+        """One engine step (server.protocol.StepInfo), called on the engine thread (the metrics are thread-safe)."""
         m = step.method
         self.batch_inference_count.labels(method=m).inc()
         (self.batch_inference_success if step.ok else self.batch_inference_failure).labels(method=m).inc()
@@ -86,9 +118,7 @@ class Metrics:
         self.batch_inference_duration.labels(method=m).observe(step.total_s)
 
     def observe_failure(self, error_type: str) -> None:
-        err = {"incomplete_generation": "incomplete", "incomplete_generation_stream": "incomplete",
-               "template_error": "template"}.get(error_type, error_type)
-        self.request_failure.labels(err=err).inc()
+        self.request_failure.labels(err=_ERR.get(error_type, error_type)).inc()
 
     def refresh(self, stats, num_in_flight: int) -> None:
         self.queue_size.set(stats.num_waiting)
@@ -99,4 +129,4 @@ class Metrics:
         self.requests_in_flight.set(num_in_flight)
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        return self.registry.render()

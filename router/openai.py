@@ -38,13 +38,14 @@ from starlette.responses import JSONResponse, Response
 
 from router.chat_template import ChatTemplate, TemplateError, load_chat_template
 from router.errors import RouterError
-from router.http import read_json, to_model
+from router.http import BodyError, read_json, to_model
 from router.infer import Generation, StreamItem, TokenInfo, fan_out, gather_or_cancel
 from router.openai_schemas import (ChatCompletionRequest, ChatMessage, CompletionRequest, TokenPieces, chat_logprob,
                                    completion_logprobs, usage)
 from router.schemas import GenerateParameters, GrammarParam
 from router.state import VERSION, RouterState
 from router.streaming import sse_response
+from router.timing import Timing, generation_headers, stream_headers, summed_headers
 from router.tools import ToolCallStream, ToolError, finish_reason, request_grammar, tool_prompt_suffix, \
     tools_for_template
 from router.validation import ValidRequest
@@ -107,7 +108,7 @@ def error_response(e: RouterError) -> JSONResponse:
     return JSONResponse(error_body(e), status_code=e.status)
 
 
-def _as_router_error(e: Exception) -> RouterError:
+def as_router_error(e: Exception) -> RouterError:
     if isinstance(e, RouterError):
         return e
     if isinstance(e, TemplateError):
@@ -118,12 +119,14 @@ def _as_router_error(e: Exception) -> RouterError:
 
 
 async def _guard(state: RouterState, run: Callable) -> Response:
-    state.metrics.request_count.inc()
+    """Errors -> OpenAI error bodies. A body that does not parse counts nothing (TGI: its extractor refuses it
+    before the handler counts the request); the routes count a request once its body parsed."""
     try:
         return await run()
     except (RouterError, TemplateError, ToolError) as e:
-        error = _as_router_error(e)
-        state.metrics.observe_failure(error.error_type)
+        error = as_router_error(e)
+        if not isinstance(error, BodyError):
+            state.metrics.observe_failure(error.error_type)
         return error_response(error)
 
 
@@ -193,27 +196,41 @@ def chat_prompt(routes: OpenAIRoutes, req: ChatCompletionRequest, tools, mode: s
     return routes.template.render(messages, tools=tools_for_template(tools) if mode != "text" else None)
 
 
+def chat_as_generate(routes: OpenAIRoutes, req: ChatCompletionRequest) -> tuple[str, GenerateParameters]:
+    """A chat request as TGI's generate request (its `try_into_generate`): the templated prompt and the parameters,
+    tools and response_format as a grammar. Raises TemplateError / ToolError (see `as_router_error`)."""
+    grammar, tools, mode = request_grammar(req)
+    return chat_prompt(routes, req, tools, mode), sampling_parameters(req, req.max_new_tokens, grammar)
+
+
 # ---- chat --------------------------------------------------------------------------------------------------------
 
 async def _chat(state: RouterState, body: dict, request: Request) -> Response:
+    start = time.monotonic()
     routes: OpenAIRoutes = request.app.state.openai
     req = to_model(body, ChatCompletionRequest)
+    state.metrics.request_count.inc()
     grammar, tools, mode = request_grammar(req)
     prompt = chat_prompt(routes, req, tools, mode)
     params = sampling_parameters(req, req.max_new_tokens, grammar)
     top_n = (req.top_logprobs or 0) if req.logprobs else 0
     meta = _meta("chatcmpl", state)
     async with state.infer.slot():
-        valid = await state.validator.validate(prompt, params, stream=req.stream, add_special_tokens=False)
+        valid = await state.validator.validate(prompt, params, stream=req.stream, add_special_tokens=False,
+                                               received_at=start)
         runs = choice_runs(valid, req.n, req.seed, top_n)
         if req.stream:
             return sse_response(_openai_stream(state, _chat_events(routes, req, runs, mode, meta)),
-                                state.config.keep_alive_s)
+                                state.config.keep_alive_s, stream_headers(state.compute_type, len(prompt)))
         gens = await gather_or_cancel(state.infer.generate(run, cut_stop=True) for run in runs)
     state.metrics.request_success.inc()
     choices = [_chat_choice(routes, req, i, gen, mode) for i, gen in enumerate(gens)]
+    num_generated = sum(g.num_generated_tokens for g in gens)
+    # TGI's /generate headers for the templated prompt; n choices count as one generation of all their tokens.
+    headers = generation_headers(state.compute_type, len(prompt), Timing.span([g.timing for g in gens]),
+                                 time.monotonic() - start, len(valid.prompt_token_ids), num_generated)
     return JSONResponse({**meta, "object": "chat.completion", "choices": choices,
-                         "usage": usage(len(valid.prompt_token_ids), sum(g.num_generated_tokens for g in gens))})
+                         "usage": usage(len(valid.prompt_token_ids), num_generated)}, headers=headers)
 
 
 def _chat_choice(routes: OpenAIRoutes, req: ChatCompletionRequest, index: int, gen: Generation, mode: str) -> dict:
@@ -271,25 +288,32 @@ def _delta_json(delta: dict) -> dict:
 # ---- completions -------------------------------------------------------------------------------------------------
 
 async def _completions(state: RouterState, body: dict, request: Request) -> Response:
+    start = time.monotonic()
     routes: OpenAIRoutes = request.app.state.openai
     req = to_model(body, CompletionRequest)
+    state.metrics.request_count.inc()
     _check_completion(state, req)
     params = sampling_parameters(req, req.max_tokens, None)
     top_n = req.logprobs or 0
     meta = _meta("cmpl", state)
     async with state.infer.slot():
-        valids = [await state.validator.validate(p, params, stream=req.stream) for p in req.prompts]
+        valids = [await state.validator.validate(p, params, stream=req.stream, received_at=start)
+                  for p in req.prompts]
         echo_logprobs = req.echo and req.logprobs is not None
         runs = [run for v in valids for run in choice_runs(v, req.n, req.seed, top_n, echo_logprobs)]
         if req.stream:
+            characters = sum(len(v.inputs) for v in valids)
             return sse_response(_openai_stream(state, _completion_events(routes, req, valids, runs, meta)),
-                                state.config.keep_alive_s)
+                                state.config.keep_alive_s, stream_headers(state.compute_type, characters))
         gens = await gather_or_cancel(state.infer.generate(run, cut_stop=True) for run in runs)
     state.metrics.request_success.inc()
     choices = [_completion_choice(routes, req, i, valids[i // req.n], gen) for i, gen in enumerate(gens)]
     num_prompt = sum(len(v.prompt_token_ids) for v in valids)
+    headers = summed_headers([generation_headers(state.compute_type, len(run.inputs), gen.timing, gen.timing.total_s,
+                                                 gen.num_prompt_tokens, gen.num_generated_tokens)
+                              for run, gen in zip(runs, gens)])  # TGI sums each prompt's headers
     return JSONResponse({**meta, "object": "text_completion", "choices": choices,
-                         "usage": usage(num_prompt, sum(g.num_generated_tokens for g in gens))})
+                         "usage": usage(num_prompt, sum(g.num_generated_tokens for g in gens))}, headers=headers)
 
 
 def _check_completion(state: RouterState, req: CompletionRequest) -> None:

@@ -1,11 +1,11 @@
-"""OpenAI wire types: the request bodies of /v1/chat/completions and /v1/completions, and the response objects.
+"""OpenAI wire types: the request bodies of /v1/chat/completions and /v1/completions, and the response builders.
 
 Shapes follow OpenAI's API (what the `openai` SDK and `huggingface_hub` parse), widened where TGI clients send more:
 `response_format` also takes TGI's `{"type": "json"|"json_schema"|"regex", "value": ...}`, and a message's
 `tool_calls[].function` may carry `parameters` instead of `arguments`. Unknown fields are ignored, as in TGI.
 Ranges that OpenAI documents are checked here (pydantic); everything that needs the tokenizer or the server's
-limits is checked by the router's validation. The response models document the shapes; the routes build the same
-shapes as dicts with the builders at the end of this file (usage, logprobs, token texts).
+limits is checked by the router's validation. Responses are built as dicts by the builders at the end of this file
+(usage, logprobs, token texts) and checked in the tests against the openai SDK's response models.
 """
 from __future__ import annotations
 
@@ -54,7 +54,8 @@ class ContentPart(_Wire):
 
 
 class ChatMessage(_Wire):
-    role: Literal["system", "developer", "user", "assistant", "tool"]
+    # `function`: OpenAI's legacy function result (LangChain's FunctionMessage); TGI passes any role to the template.
+    role: Literal["system", "developer", "user", "assistant", "tool", "function"]
     content: str | list[ContentPart] | None = None
     name: str | None = None
     tool_calls: list[ToolCall] | None = None
@@ -174,7 +175,7 @@ class ChatCompletionRequest(_SamplingFields):
 class CompletionRequest(_SamplingFields):
     prompt: str | list[str] | list[int] | list[list[int]]
     suffix: str | None = None
-    max_tokens: int | None = Field(default=16, ge=1)  # OpenAI's default for the legacy endpoint
+    max_tokens: int | None = Field(default=None, ge=1)  # None: to EOS or the token budget (TGI, not OpenAI's 16)
     logprobs: int | None = Field(default=None, ge=0, le=20)
     echo: bool = False
     best_of: int | None = Field(default=None, ge=1)
@@ -197,60 +198,8 @@ class CompletionRequest(_SamplingFields):
 
 
 # ---- responses ---------------------------------------------------------------------------------------------------
-
-class Usage(_Wire):
-    prompt_tokens: int
-    completion_tokens: int
-    total_tokens: int
-
-
-class TopLogprob(_Wire):
-    token: str
-    logprob: float
-    bytes: list[int] | None = None
-
-
-class TokenLogprob(TopLogprob):
-    top_logprobs: list[TopLogprob] = []
-
-
-class ChoiceLogprobs(_Wire):
-    content: list[TokenLogprob] | None = None
-
-
-class ResponseFunctionCall(_Wire):
-    name: str
-    arguments: str
-
-
-class ResponseToolCall(_Wire):
-    id: str
-    type: Literal["function"] = "function"
-    function: ResponseFunctionCall
-
-
-class AssistantMessage(_Wire):
-    role: Literal["assistant"] = "assistant"
-    content: str | None = None
-    tool_calls: list[ResponseToolCall] | None = None
-
-
-class ChatChoice(_Wire):
-    index: int
-    message: AssistantMessage
-    logprobs: ChoiceLogprobs | None = None
-    finish_reason: Literal["stop", "length", "tool_calls"]
-
-
-class ChatCompletion(_Wire):
-    id: str
-    object: Literal["chat.completion"] = "chat.completion"
-    created: int
-    model: str
-    system_fingerprint: str
-    choices: list[ChatChoice]
-    usage: Usage
-
+# The routes build their response bodies as dicts (builders below); the tests validate them against the openai SDK's
+# own models. Only the streamed tool-call delta is built as a model, by router/tools.py.
 
 class DeltaFunctionCall(_Wire):
     name: str | None = None
@@ -262,69 +211,6 @@ class DeltaToolCall(_Wire):
     id: str | None = None
     type: Literal["function"] | None = None
     function: DeltaFunctionCall
-
-
-class Delta(_Wire):
-    role: Literal["assistant"] | None = None
-    content: str | None = None
-    tool_calls: list[DeltaToolCall] | None = None
-
-
-class ChunkChoice(_Wire):
-    index: int
-    delta: Delta
-    logprobs: ChoiceLogprobs | None = None
-    finish_reason: Literal["stop", "length", "tool_calls"] | None = None
-
-
-class ChatCompletionChunk(_Wire):
-    id: str
-    object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
-    created: int
-    model: str
-    system_fingerprint: str
-    choices: list[ChunkChoice]
-    usage: Usage | None = None
-
-
-class CompletionLogprobs(_Wire):
-    """OpenAI's legacy logprobs object: parallel lists, one entry per token (prompt tokens first when echoed)."""
-
-    tokens: list[str] = []
-    token_logprobs: list[float | None] = []
-    top_logprobs: list[dict[str, float] | None] = []
-    text_offset: list[int] = []
-
-
-class CompletionChoice(_Wire):
-    index: int
-    text: str
-    logprobs: CompletionLogprobs | None = None
-    finish_reason: Literal["stop", "length"] | None = None
-
-
-class Completion(_Wire):
-    id: str
-    object: Literal["text_completion"] = "text_completion"
-    created: int
-    model: str
-    system_fingerprint: str
-    choices: list[CompletionChoice]
-    usage: Usage | None = None
-
-
-class ErrorDetail(_Wire):
-    message: str
-    type: str
-    param: str | None = None
-    code: str | None = None
-
-
-class ErrorBody(_Wire):
-    """`{"error": {...}}` is what the openai SDK reads; `error_type` is what huggingface_hub maps to its exceptions."""
-
-    error: ErrorDetail
-    error_type: str
 
 
 # ---- builders (dicts of the shapes above) ------------------------------------------------------------------------

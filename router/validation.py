@@ -1,17 +1,25 @@
 """Request parameters -> ValidRequest: TGI's checks in TGI's order with TGI's messages, tokenization, truncation,
 token budget, grammar compilation. Compatibility decisions (DESIGN.md): top_p = 1.0 is accepted (off);
 frequency/presence penalties follow OpenAI.
+
+Token budget (TGI's validation.rs): only `input + min(max_new_tokens, DEFAULT_GENERATION_LENGTH)` must fit in
+max_total_tokens, so clients that send large defaults (`max_new_tokens: 2046`, chat `max_tokens: 100000`) are served;
+the sequence then generates up to max_new_tokens or until prompt + generated reaches max_total_tokens, whichever
+comes first (finish_reason `length`). TGI reaches the same end by re-queueing 1,024-token segments.
 """
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import time
 from dataclasses import dataclass
 
 from router.config import Limits
 from router.errors import ValidationError
 from router.schemas import GenerateParameters
 from server.protocol import SamplingParams, draw_seed
+
+DEFAULT_GENERATION_LENGTH = 1024  # TGI: the part of max_new_tokens that must fit at validation
 
 
 @dataclass(frozen=True)
@@ -26,6 +34,8 @@ class ValidRequest:
     return_full_text: bool = False
     seed: int | None = None  # reported in details: set exactly when params.is_sampling
     max_new_tokens: int = 20
+    received_at: float = 0.0  # time.monotonic(): the request arrived (router.timing)
+    validated_at: float = 0.0  # time.monotonic(): validation done, about to be queued
 
 
 def check_stream(p: GenerateParameters) -> None:
@@ -45,8 +55,8 @@ def _asks_for_sampling(p: GenerateParameters) -> bool:
 
 def check_parameters(p: GenerateParameters, limits: Limits) -> None:
     """Range checks that need no tokenizer, in TGI's order (first failure wins)."""
-    best_of = 1 if p.best_of is None else p.best_of
-    if best_of <= 0 or best_of > limits.max_best_of:
+    best_of = 1 if p.best_of is None else max(p.best_of, 1)  # TGI checks best_of only when it is > 1: 0 means 1
+    if best_of > limits.max_best_of:
         if limits.max_best_of == 1 and best_of != 1:
             raise ValidationError("`best_of` != 1 is not allowed for this endpoint")
         raise ValidationError(f"`best_of` must be > 0 and <= {limits.max_best_of}. Given: {best_of}")
@@ -87,7 +97,9 @@ class Validator:
         self.grammar_compiler = grammar_compiler  # None: grammars are rejected ("grammar is not supported")
 
     async def validate(self, inputs: str | list[int], p: GenerateParameters, *, stream: bool = False,
-                       add_special_tokens: bool = True) -> ValidRequest:
+                       add_special_tokens: bool = True, received_at: float | None = None) -> ValidRequest:
+        """received_at: when the route got the request (time.monotonic()), if it did work before validating."""
+        received_at = time.monotonic() if received_at is None else received_at
         if stream:
             check_stream(p)
         check_parameters(p, self.limits)
@@ -105,7 +117,8 @@ class Validator:
         self._check_adapter(p.adapter_id)
         grammar = await self._grammar(p)
         text = inputs if isinstance(inputs, str) else self.tokenizer.decode(ids)
-        return self._build(text, tuple(ids), p, max_new_tokens, grammar)
+        valid = self._build(text, tuple(ids), p, max_new_tokens, grammar)
+        return dataclasses.replace(valid, received_at=received_at, validated_at=time.monotonic())
 
     async def _tokenize(self, inputs: str | list[int], add_special_tokens: bool) -> list[int]:
         if not isinstance(inputs, str):
@@ -122,14 +135,17 @@ class Validator:
         return self.tokenizer(text, add_special_tokens=add_special_tokens)["input_ids"]
 
     def _check_lengths(self, input_len: int, max_new_tokens: int | None) -> int:
-        mnt = max_new_tokens if max_new_tokens is not None else self.limits.max_total_tokens - input_len
-        if input_len + mnt > self.limits.max_total_tokens:
+        """The max_new_tokens the engine gets: at most what is left of max_total_tokens after the prompt."""
+        left = max(self.limits.max_total_tokens - input_len, 0)
+        requested = max_new_tokens if max_new_tokens is not None else left
+        checked = min(requested, DEFAULT_GENERATION_LENGTH)
+        if input_len + checked > self.limits.max_total_tokens:
             raise ValidationError(f"`inputs` tokens + `max_new_tokens` must be <= {self.limits.max_total_tokens}. "
-                                  f"Given: {input_len} `inputs` tokens and {mnt} `max_new_tokens`")
+                                  f"Given: {input_len} `inputs` tokens and {checked} `max_new_tokens`")
         if input_len > self.limits.max_input_tokens:
             raise ValidationError(f"`inputs` must have less than {self.limits.max_input_tokens} tokens. "
                                   f"Given: {input_len}")
-        return mnt
+        return min(requested, left)
 
     def _check_adapter(self, adapter_id: str | None) -> None:
         # No LoRA adapters are loaded: naming one is an error, not silently the base model (TGI's behaviour).

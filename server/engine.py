@@ -153,6 +153,9 @@ class Engine:
         if out.is_empty:
             return events
         self._step_started = started = time.monotonic()
+        for chunk in out.chunks:
+            if chunk.seq.scheduled_at is None:
+                chunk.seq.scheduled_at = started
         method = "decode" if all(c.seq.num_computed_tokens >= c.seq.num_prompt_tokens for c in out.chunks) \
             else "prefill"
         num_seqs, num_tokens, ok = len(out.chunks), out.num_tokens, True
@@ -231,7 +234,7 @@ class Engine:
             request_id=seq.request_id, token_id=token_id, logprob=token.logprob,
             top_tokens=tuple(TopToken(t, lp) for t, lp in token.top_tokens),
             finish_reason=FINISH_REASONS[status] if status else None, num_prompt_tokens=seq.num_prompt_tokens,
-            num_cached_prompt_tokens=seq.num_cached_prompt_tokens, is_special=is_eos,
+            num_cached_prompt_tokens=seq.num_cached_prompt_tokens, is_special=is_eos, scheduled_at=seq.scheduled_at,
             prompt_logprobs=None if seq.first_event_sent or seq.prompt_logprobs is None else tuple(seq.prompt_logprobs))
         seq.first_event_sent = True
         events.append(event)

@@ -92,6 +92,8 @@ class TokenEvent:
     prompt_logprobs: tuple[float | None, ...] | None = None
     error: str | None = None
     is_special: bool = False  # the token is one of the stop (EOS) ids
+    # time.monotonic() when the engine first put the request in a batch (TGI's `start`; prefill runs after it)
+    scheduled_at: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -33,3 +33,47 @@ def tiny_mistral_dir(tmp_path_factory, tokenizer_dir):
     """Mistral with a 32-token sliding window and tied embeddings."""
     return build_checkpoint(tmp_path_factory.mktemp("tiny-mistral"), tokenizer_dir, arch="mistral",
                             sliding_window=32, tie_word_embeddings=True, seed=1)
+
+
+@pytest.fixture(scope="session")
+def tokenizer(tiny_llama_dir):
+    """The tiny checkpoints' tokenizer (trained here, vocabulary 1024) as transformers loads it."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(tiny_llama_dir))
+
+
+@pytest.fixture(scope="session")
+def make_engine(tiny_llama_dir):
+    """make_engine(**overrides) -> Engine(EngineConfig(model_id=<tiny Llama>, **overrides)); model_id= overrides too."""
+    from server.config import EngineConfig
+    from server.engine import Engine
+
+    return lambda **overrides: Engine(EngineConfig(**{"model_id": str(tiny_llama_dir), **overrides}))
+
+
+@pytest.fixture(scope="session")
+def make_client(tiny_llama_dir):
+    """make_client(**overrides) -> the async engine client on a fresh engine, one torch thread (a shared CI machine).
+    The caller shuts it down."""
+    from server import EngineConfig, load_engine_client
+
+    def make(**overrides):
+        torch.set_num_threads(1)
+        return load_engine_client(EngineConfig(**{"model_id": str(tiny_llama_dir), "num_threads": 1, **overrides}))
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def make_compiler(tokenizer):
+    """make_compiler(**options) -> a GrammarCompiler over the tiny tokenizer (vocabulary = the model's)."""
+    from grammars.compiler import GrammarCompiler
+
+    return lambda **options: GrammarCompiler(tokenizer, len(tokenizer), tokenizer.eos_token_id, **options)
+
+
+@pytest.fixture(scope="module")
+def compiler(make_compiler):
+    """A GrammarCompiler with default options, one per test module (its cache does not leak across modules)."""
+    return make_compiler()

@@ -19,10 +19,10 @@ import jsonschema
 import pytest
 
 from tests.deploy.dockerfile_tools import REPO, command, container_env, load, stage
+from tests.shared_data import OPENAPI_JSON
 
 TOKEN = "card-token-5f1c"
 CARD_BODY = {"inputs": "What is Deep Learning?"}  # the model card's request, verbatim
-OPENAPI = REPO.parent / "shared" / "tgi" / "openapi.json"
 START_TIMEOUT_S = 120
 DRAIN_TIMEOUT_S = 30
 
@@ -112,7 +112,7 @@ def openapi_validator(name: str) -> jsonschema.Draft202012Validator:
             return node
         return [rewrite(v) for v in node] if isinstance(node, list) else node
 
-    components = rewrite(json.loads(OPENAPI.read_text())["components"])
+    components = rewrite(json.loads(OPENAPI_JSON.read_text())["components"])
     return jsonschema.Draft202012Validator({"$ref": f"#/components/schemas/{name}", "components": components})
 
 

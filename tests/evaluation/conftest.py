@@ -1,4 +1,5 @@
-"""Evaluation fixtures: the shared harness directory, the antlr 4.11 runtime for exact grading, a live rho-serve."""
+"""Evaluation fixtures: the harness directory (RHO_EVAL_HARNESS_DIR, tests/shared_data.py), its outputs.zip, the
+antlr 4.11 runtime for exact grading, a live rho-serve."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,14 +7,25 @@ from pathlib import Path
 import pytest
 
 from tests.live_server import LiveServer  # noqa: F401 (re-exported to the evaluation tests)
-
-HARNESS_DIR = Path(__file__).resolve().parents[3] / "shared" / "rho-eval"  # ../shared from the repo root
+from tests.shared_data import HARNESS_ENV, harness_dir as find_harness_dir, outputs_zip_missing_reason
 
 
 @pytest.fixture(scope="session")
 def harness_dir() -> Path:
-    assert (HARNESS_DIR / "data" / "gsm8k" / "test.jsonl").is_file(), f"harness directory missing: {HARNESS_DIR}"
-    return HARNESS_DIR
+    """../shared/rho-eval, else the vendored subset; RHO_EVAL_HARNESS_DIR overrides both."""
+    path = find_harness_dir()
+    assert (path / "data" / "gsm8k" / "test.jsonl").is_file(), \
+        f"{path} is not a math-evaluation-harness directory (no data/gsm8k/test.jsonl); check {HARNESS_ENV}"
+    return path
+
+
+@pytest.fixture(scope="session")
+def outputs_zip(harness_dir) -> Path:
+    """The released models' graded outputs; not vendored (2.4 MB): skips, naming RHO_EVAL_HARNESS_DIR, without it."""
+    path = harness_dir / "outputs.zip"
+    if not path.is_file():
+        pytest.skip(outputs_zip_missing_reason(harness_dir))
+    return path
 
 
 @pytest.fixture(scope="session")
@@ -29,16 +41,12 @@ API_KEY = "eval-test-key"
 
 
 @pytest.fixture(scope="session")
-def rho_serve(tiny_llama_dir):
+def rho_serve(make_client):
     """The real engine on the tiny random Llama behind the real router app (API key required)."""
-    import torch
-
     from router.app import create_app
     from router.config import RouterConfig
-    from server import EngineConfig, load_engine_client
 
-    torch.set_num_threads(1)
-    client = load_engine_client(EngineConfig(model_id=str(tiny_llama_dir), num_threads=1))
+    client = make_client()
     try:
         with LiveServer(create_app(client, RouterConfig(api_key=API_KEY))) as live:
             yield live

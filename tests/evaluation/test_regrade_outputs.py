@@ -26,8 +26,8 @@ EXPECTED_ACC = {
 
 
 @pytest.fixture(scope="module")
-def outputs(harness_dir):
-    files = read_outputs(harness_dir / "outputs.zip")
+def outputs(outputs_zip):
+    files = read_outputs(outputs_zip)
     assert {(f.name.split("/")[1], f.data_name) for f in files} == set(EXPECTED_ACC)
     return files
 

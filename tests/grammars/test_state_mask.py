@@ -3,17 +3,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformers import AutoTokenizer
 
-from grammars.compiler import GrammarCompiler
 from grammars.mask import GrammarMasks, apply_grammar_masks
 from grammars.state import GrammarViolation
-
-
-@pytest.fixture(scope="module")
-def compiler(tokenizer_dir):
-    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
-    return GrammarCompiler(tokenizer, len(tokenizer), tokenizer.eos_token_id)
 
 
 def _ids(compiler, text: str) -> list[int]:

@@ -2,28 +2,19 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.live_server import LiveServer, free_port  # noqa: F401 (re-exported)
+from tests.shared_data import OPENAPI_JSON
 
-SHARED = Path(__file__).resolve().parents[3] / "shared"  # ../shared from the repo root
 API_KEY = "test-secret-key"
 
 
-def make_client(checkpoint_dir, **engine_kwargs):
-    import torch
-
-    from server import EngineConfig, load_engine_client
-
-    torch.set_num_threads(1)
-    return load_engine_client(EngineConfig(model_id=str(checkpoint_dir), num_threads=1, **engine_kwargs))
-
-
 @pytest.fixture(scope="session")
-def engine_client(tiny_llama_dir):
-    client = make_client(tiny_llama_dir)
+def engine_client(make_client):
+    client = make_client()
     yield client
     client.shutdown()
 
@@ -47,10 +38,10 @@ def client(server):
 
 
 @pytest.fixture(scope="module")
-def tokenizer(tiny_llama_dir):
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(str(tiny_llama_dir))
+def http(server, auth_headers):
+    """An httpx client on the main server, with the API key."""
+    with httpx.Client(base_url=server.url, headers=auth_headers, timeout=60) as client:
+        yield client
 
 
 @pytest.fixture(scope="session")
@@ -60,12 +51,12 @@ def auth_headers() -> dict:
 
 @pytest.fixture(scope="session")
 def openapi() -> dict:
-    return json.loads((SHARED / "tgi" / "openapi.json").read_text())
+    return json.loads(OPENAPI_JSON.read_text())
 
 
 @pytest.fixture(scope="session")
 def schemas():
-    """schemas.validate(instance, "StreamResponse") against ../shared/tgi/openapi.json."""
+    """schemas.validate(instance, "StreamResponse") against TGI's openapi.json (vendored in tests/data/tgi)."""
     from tests.router.openapi_schema import OpenApiSchemas
 
-    return OpenApiSchemas(SHARED / "tgi" / "openapi.json")
+    return OpenApiSchemas(OPENAPI_JSON)

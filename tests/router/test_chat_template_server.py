@@ -8,7 +8,7 @@ import shutil
 import openai
 import pytest
 
-from tests.router.conftest import LiveServer, make_client
+from tests.router.conftest import LiveServer
 
 TEMPLATE = ("{{ bos_token }}{% for m in messages %}"
             "{% if m.role == 'system' %}{{ raise_exception('system messages are not supported') }}{% endif %}"
@@ -17,7 +17,7 @@ TEMPLATE = ("{{ bos_token }}{% for m in messages %}"
 
 
 @pytest.fixture(scope="module")
-def templated_server(tiny_llama_dir, tmp_path_factory):
+def templated_server(tiny_llama_dir, tmp_path_factory, make_client):
     from router.app import create_app
     from router.config import RouterConfig
 
@@ -26,7 +26,7 @@ def templated_server(tiny_llama_dir, tmp_path_factory):
     (folder / "chat_template.jinja").write_text("{{ raise_exception('the override should have won') }}")
     override = folder.parent / "override.jinja"
     override.write_text(TEMPLATE)
-    client = make_client(folder)
+    client = make_client(model_id=str(folder))
     with LiveServer(create_app(client, RouterConfig(chat_template=str(override)))) as live:
         yield live
     client.shutdown()

@@ -9,7 +9,7 @@ from huggingface_hub import InferenceClient
 from text_generation import AsyncClient, Client
 from text_generation.errors import OverloadedError, ValidationError
 
-from tests.router.conftest import API_KEY, LiveServer, make_client
+from tests.router.conftest import API_KEY, LiveServer
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -75,12 +75,12 @@ def test_huggingface_hub_inference_client(server):
         client.text_generation("Hello", max_new_tokens=2, temperature=-1.0)
 
 
-def test_overloaded_is_typed(tiny_llama_dir):
+def test_overloaded_is_typed(make_client):
     """max_concurrent_requests=1: a second request while one streams gets 429 `Model is overloaded`."""
     from router.app import create_app
     from router.config import RouterConfig
 
-    engine = make_client(tiny_llama_dir)
+    engine = make_client()
     try:
         with LiveServer(create_app(engine, RouterConfig(max_concurrent_requests=1))) as live:
             client = Client(live.url, timeout=60)

@@ -2,16 +2,10 @@
 from __future__ import annotations
 
 import pytest
-from transformers import AutoTokenizer
 
 from router.detokenizer import IncrementalDetokenizer, StopMatcher
 
 TEXTS = ["Hello world, this is a test.", "naïve café — 東京 ✓ 🎉 done", "  two  spaces\nnew line\tand tab"]
-
-
-@pytest.fixture(scope="module")
-def tokenizer(tokenizer_dir, tiny_llama_dir):
-    return AutoTokenizer.from_pretrained(str(tiny_llama_dir))
 
 
 @pytest.mark.parametrize("text", TEXTS)

@@ -43,7 +43,7 @@ def test_fifty_disconnecting_streams_leave_nothing(server, auth_headers, engine_
     decoded = stats.num_decode_tokens_total - before.num_decode_tokens_total
     assert decoded < 50 * 100, decoded
     metrics = httpx.get(server.url + "/metrics", timeout=10).text
-    dropped = [line for line in metrics.splitlines() if line.startswith('tgi_request_failure_total{err="dropped"}')]
+    dropped = [line for line in metrics.splitlines() if line.startswith('tgi_request_failure{err="dropped"}')]
     assert dropped and float(dropped[0].split()[-1]) >= 50
 
 

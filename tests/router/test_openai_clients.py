@@ -96,10 +96,10 @@ def test_a_failure_mid_stream_is_an_error_event_then_done(server, monkeypatch):
     real_stream = infer.stream
     calls = []
 
-    async def failing_stream(valid, cut_stop=False):
+    async def failing_stream(valid, cut_stop=False, observe=True):
         calls.append(valid)
         run_number = len(calls)  # the second run of each request fails
-        async with contextlib.aclosing(real_stream(valid, cut_stop)) as items:
+        async with contextlib.aclosing(real_stream(valid, cut_stop, observe)) as items:
             async for item in items:
                 if run_number == 2 and item.index == 3:
                     raise GenerationError("injected failure")

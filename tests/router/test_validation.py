@@ -15,7 +15,6 @@ from router.state import build_state
 P = "Input validation error: "
 CASES = [
     ({"best_of": 3, "do_sample": True}, "`best_of` must be > 0 and <= 2. Given: 3"),
-    ({"best_of": 0}, "`best_of` must be > 0 and <= 2. Given: 0"),
     ({"best_of": 2}, "you must use sampling when `best_of` is > 1"),
     ({"temperature": 0.0}, "`temperature` must be strictly positive"),
     ({"temperature": -1.0}, "`temperature` must be strictly positive"),
@@ -87,9 +86,24 @@ def test_input_rules(state):
         validate(state, long_text, {"max_new_tokens": 1})
     assert e.value.message.startswith(P + "`inputs` tokens + `max_new_tokens` must be <= 64. Given: ")
     n = len(state.tokenizer(long_text)["input_ids"])
-    with pytest.raises(ValidationError) as e:  # no max_new_tokens: the input length rule speaks
+    with pytest.raises(ValidationError) as e:  # no max_new_tokens: 0 are left, and the total is still over (TGI)
         validate(state, long_text, {})
-    assert e.value.message == P + f"`inputs` must have less than 63 tokens. Given: {n}"
+    assert e.value.message == P + f"`inputs` tokens + `max_new_tokens` must be <= 64. Given: {n} `inputs` tokens " \
+                                  "and 0 `max_new_tokens`"
+    with pytest.raises(ValidationError) as e:  # fits the total with 0 new tokens: the input length rule speaks
+        validate(state, [5] * 64, {})
+    assert e.value.message == P + "`inputs` must have less than 63 tokens. Given: 64"
+
+
+def test_best_of_zero_means_one(state):
+    assert validate(state, "x", {"best_of": 0}).best_of == 1  # TGI checks best_of only when it is > 1
+
+
+def test_budget_checks_at_most_1024_new_tokens(engine_client):
+    big = build_state(engine_client, RouterConfig(max_total_tokens=1100))
+    valid = validate(big, "x", {"max_new_tokens": 100000})
+    assert valid.max_new_tokens == 1100 - len(valid.prompt_token_ids)  # generate up to the total
+    assert validate(big, "x", {"max_new_tokens": 7}).max_new_tokens == 7
 
 
 def test_rule_order_first_failure_wins(state):

@@ -16,7 +16,6 @@ if not torch.cuda.is_available():
     os.environ["TRITON_INTERPRET"] = "1"
 pytest.importorskip("triton", reason="CUDA graphs run the triton attention path")
 
-from server.config import EngineConfig  # noqa: E402
 from server.cuda_graphs import DecodeGraphs, padded_batch_size  # noqa: E402
 from server.engine import Engine  # noqa: E402
 from server.protocol import EngineRequest, SamplingParams  # noqa: E402
@@ -33,10 +32,9 @@ def test_padded_batch_size():
 
 
 @pytest.fixture
-def engine(tiny_llama_dir):
+def engine(make_engine):
     """A fresh engine per test: the tests schedule steps they never commit."""
-    return Engine(EngineConfig(model_id=str(tiny_llama_dir), dtype="float32", attention="triton",
-                               max_batch_total_tokens=2048))
+    return make_engine(dtype="float32", attention="triton", max_batch_total_tokens=2048)
 
 
 def step_inputs(engine: Engine, prompt_lens: list[int], tag: str):
@@ -87,11 +85,11 @@ def test_padded_static_forward_matches_eager(engine):
         torch.testing.assert_close(v, v1, rtol=tol, atol=tol)
 
 
-def test_stage_resets_rows_left_from_a_larger_batch(engine, tiny_llama_dir):
+def test_stage_resets_rows_left_from_a_larger_batch(make_engine, engine):
     graphs = graphs_for(engine)
     big = step_inputs(engine, [3, 4, 5, 6], "b")
     assert graphs.stage(big.input_ids, big.positions, big.meta) == 4
-    other = Engine(EngineConfig(model_id=str(tiny_llama_dir), attention="triton", max_batch_total_tokens=2048))
+    other = make_engine(attention="triton", max_batch_total_tokens=2048)
     small = step_inputs(other, [7, 8, 9], "c")
     assert graphs.stage(small.input_ids, small.positions, small.meta) == 4
     assert graphs.slot_mapping[3].item() == -1 and graphs.seq_lens[3].item() == 0
@@ -99,13 +97,13 @@ def test_stage_resets_rows_left_from_a_larger_batch(engine, tiny_llama_dir):
     assert torch.equal(graphs.seq_lens[:3], small.meta.seq_lens)
 
 
-def test_only_pure_decode_batches_that_fit_are_replayed(engine, tiny_llama_dir):
+def test_only_pure_decode_batches_that_fit_are_replayed(make_engine, engine):
     graphs = graphs_for(engine)
     decode = step_inputs(engine, [2] * 9, "e")
     assert not graphs.can_run(decode.meta)  # 9 rows > the largest captured size 8
     assert graphs.can_run(replace(decode.meta, query_lens=[1] * 8))
     assert not graphs.can_run(replace(decode.meta, query_lens=[1] * 8, max_seq_len=513))  # longer than captured
-    other = Engine(EngineConfig(model_id=str(tiny_llama_dir), attention="triton", max_batch_total_tokens=2048))
+    other = make_engine(attention="triton", max_batch_total_tokens=2048)
     for i in range(3):
         other.submit(EngineRequest(f"d{i}", tuple(range(1, 30)), SamplingParams(max_new_tokens=4, ignore_eos=True)))
     other.step()

@@ -5,8 +5,6 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from server.config import EngineConfig
-from server.engine import Engine
 from server.protocol import EngineRequest, FinishReason, SamplingParams
 from tests.server.engine_helpers import assert_greedy_parity, greedy_requests, make_prompts, tokens_of
 
@@ -14,8 +12,8 @@ LENGTHS = [1, 2, 3, 5, 8, 13, 16, 17, 31, 32, 33, 47, 64, 65, 90, 127, 128, 150,
 
 
 @pytest.fixture(scope="module")
-def engine(tiny_llama_dir):
-    return Engine(EngineConfig(model_id=str(tiny_llama_dir), max_batch_prefill_tokens=512))
+def engine(make_engine):
+    return make_engine(max_batch_prefill_tokens=512)
 
 
 @pytest.fixture(scope="module")
@@ -53,8 +51,8 @@ def test_greedy_batched_with_mixed_lengths_matches_alone(engine, hf_model, promp
     assert engine.block_manager.num_used_blocks == 0
 
 
-def test_mistral_sliding_window_matches_transformers(tiny_mistral_dir):
-    engine = Engine(EngineConfig(model_id=str(tiny_mistral_dir)))
+def test_mistral_sliding_window_matches_transformers(make_engine, tiny_mistral_dir):
+    engine = make_engine(model_id=str(tiny_mistral_dir))
     hf = AutoModelForCausalLM.from_pretrained(tiny_mistral_dir, dtype=torch.float32).eval()
     for prompt in make_prompts(engine.checkpoint.tokenizer, [20, 33, 100], seed=3):
         ours = engine.prompt_logits(prompt)
@@ -65,11 +63,10 @@ def test_mistral_sliding_window_matches_transformers(tiny_mistral_dir):
         assert_greedy_parity(hf, prompt, out)
 
 
-def test_small_pool_preempts_and_recomputes(tiny_llama_dir, engine, prompts):
+def test_small_pool_preempts_and_recomputes(make_engine, engine, prompts):
     reqs = greedy_requests([prompts[i % len(prompts)][:60] for i in range(32)], [20 + i % 13 for i in range(32)])
     ample = engine.generate(reqs)
-    small = Engine(EngineConfig(model_id=str(tiny_llama_dir), max_batch_total_tokens=320, block_size=16,
-                                max_batch_prefill_tokens=128))
+    small = make_engine(max_batch_total_tokens=320, block_size=16, max_batch_prefill_tokens=128)
     preemptions = []
     original = small.scheduler.preempt
     small.scheduler.preempt = lambda seq: (preemptions.append(seq.request_id), original(seq))
@@ -81,12 +78,12 @@ def test_small_pool_preempts_and_recomputes(tiny_llama_dir, engine, prompts):
     assert not small.scheduler.has_work() and not small.scheduler.sequences
 
 
-def test_prefix_cache_reuses_blocks_and_keeps_outputs(tiny_llama_dir, engine):
+def test_prefix_cache_reuses_blocks_and_keeps_outputs(make_engine, engine):
     tok = engine.checkpoint.tokenizer
     shared = make_prompts(tok, [200], seed=7)[0]
     first, second = shared + [400, 401, 402], shared + [500, 501]
-    cached = Engine(EngineConfig(model_id=str(tiny_llama_dir)))
-    uncached = Engine(EngineConfig(model_id=str(tiny_llama_dir), enable_prefix_caching=False))
+    cached = make_engine()
+    uncached = make_engine(enable_prefix_caching=False)
     cached.generate(greedy_requests([first], 5))
     warm = cached.generate(greedy_requests([second], 16))["r0"]
     cold = uncached.generate(greedy_requests([second], 16))["r0"]
@@ -142,17 +139,17 @@ def test_prompt_logprobs_match_transformers(engine, hf_model, prompts):
     assert torch.allclose(torch.tensor(first.prompt_logprobs[1:]), expected, atol=1e-4)
 
 
-def test_oversized_request_is_refused_with_a_clear_error(tiny_llama_dir):
-    small = Engine(EngineConfig(model_id=str(tiny_llama_dir), max_batch_total_tokens=64, max_total_tokens=4096))
+def test_oversized_request_is_refused_with_a_clear_error(make_engine):
+    small = make_engine(max_batch_total_tokens=64, max_total_tokens=4096)
     out = small.generate([EngineRequest("big", tuple(range(3, 100)), SamplingParams(max_new_tokens=5))])
     assert "KV cache" in out["big"][-1].error and not small.scheduler.sequences
 
 
 @pytest.mark.parametrize("fixture", ["tiny_llama_dir", "tiny_mistral_dir"])
-def test_triton_attention_serves_what_transformers_computes(request, fixture):
+def test_triton_attention_serves_what_transformers_computes(make_engine, request, fixture):
     """--attention triton (under TRITON_INTERPRET=1 on CPU): prefill logits and batched greedy decoding."""
     path = request.getfixturevalue(fixture)
-    engine = Engine(EngineConfig(model_id=str(path), attention="triton", max_batch_prefill_tokens=64))
+    engine = make_engine(model_id=str(path), attention="triton", max_batch_prefill_tokens=64)
     hf = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
     prompts = make_prompts(engine.checkpoint.tokenizer, [5, 40, 70], seed=11)
     with torch.inference_mode():

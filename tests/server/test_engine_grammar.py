@@ -8,21 +8,11 @@ import re
 import jsonschema
 import pytest
 
-from grammars.compiler import GrammarCompiler
-from server.config import EngineConfig
-from server.engine import Engine
 from server.protocol import EngineRequest, FinishReason, SamplingParams
 
 SCHEMA = {"type": "object", "properties": {"name": {"type": "string", "maxLength": 8},
                                            "age": {"type": "integer", "minimum": 0, "maximum": 120}},
           "required": ["name", "age"], "additionalProperties": False}
-
-
-@pytest.fixture(scope="module")
-def compiler(tiny_llama_dir):
-    engine = Engine(EngineConfig(model_id=str(tiny_llama_dir)))
-    ckpt = engine.checkpoint
-    return GrammarCompiler(ckpt.tokenizer, ckpt.vocab_size, ckpt.eos_token_ids)
 
 
 def run(engine, compiler, grammar, n, max_new, seed0=0):
@@ -36,8 +26,8 @@ def run(engine, compiler, grammar, n, max_new, seed0=0):
              out[r.request_id][-1].finish_reason) for r in reqs]
 
 
-def test_json_schema_outputs_validate(tiny_llama_dir, compiler):
-    engine = Engine(EngineConfig(model_id=str(tiny_llama_dir)))
+def test_json_schema_outputs_validate(make_engine, compiler):
+    engine = make_engine()
     results = run(engine, compiler, {"type": "json", "value": SCHEMA}, 16, 60)
     finished = [text for text, reason in results if reason == FinishReason.EOS_TOKEN]
     assert finished, "no constrained generation reached EOS within 60 tokens"
@@ -48,9 +38,9 @@ def test_json_schema_outputs_validate(tiny_llama_dir, compiler):
         assert text.startswith("{")
 
 
-def test_regex_under_preemption(tiny_llama_dir, compiler):
+def test_regex_under_preemption(make_engine, compiler):
     # A pool too small for all 16 sequences: preempted ones are recomputed and must keep their automaton state.
-    engine = Engine(EngineConfig(model_id=str(tiny_llama_dir), max_batch_total_tokens=160, block_size=16))
+    engine = make_engine(max_batch_total_tokens=160, block_size=16)
     pattern = r"[0-9]{1,3}(\.[0-9]{1,2})? (apples|pears)"
     results = run(engine, compiler, {"type": "regex", "value": pattern}, 16, 24)
     for text, reason in results:
@@ -61,16 +51,16 @@ def test_regex_under_preemption(tiny_llama_dir, compiler):
     assert engine.block_manager.num_used_blocks == 0
 
 
-def test_properties_come_in_the_schema_order(tiny_llama_dir, compiler):
-    engine = Engine(EngineConfig(model_id=str(tiny_llama_dir)))
+def test_properties_come_in_the_schema_order(make_engine, compiler):
+    engine = make_engine()
     schema = {"type": "object", "properties": {"zeta": {"type": "boolean"}, "alpha": {"type": "boolean"}},
               "required": ["zeta", "alpha"], "additionalProperties": False}
     for text, reason in run(engine, compiler, {"type": "json", "value": schema}, 4, 40):
         assert text.lstrip().startswith('{"zeta"') or text.lstrip().startswith('{ "zeta"'), text
 
 
-def test_number_and_integer_bounds_hold(tiny_llama_dir, compiler):
-    engine = Engine(EngineConfig(model_id=str(tiny_llama_dir)))
+def test_number_and_integer_bounds_hold(make_engine, compiler):
+    engine = make_engine()
     schema = {"type": "object", "properties": {
         "confidence": {"type": "number", "minimum": 0, "maximum": 1},
         "count": {"type": "integer", "exclusiveMinimum": 10},

@@ -10,8 +10,6 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformers import AutoConfig, AutoModelForCausalLM
 
-from server.config import EngineConfig
-from server.engine import Engine
 from server.loader import CheckpointError
 from tests.tiny_checkpoint import build_checkpoint
 
@@ -56,8 +54,8 @@ def write_checkpoint(path, config: dict, tokenizer_dir, seed=0):
     return path
 
 
-def assert_logits_match(path, prompt_len=80):
-    engine = Engine(EngineConfig(model_id=str(path)))
+def assert_logits_match(make_engine, path, prompt_len=80):
+    engine = make_engine(model_id=str(path))
     hf = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
     prompt = [1] + list(range(10, 10 + prompt_len - 1))
     with torch.inference_mode():
@@ -67,9 +65,9 @@ def assert_logits_match(path, prompt_len=80):
 
 
 @pytest.mark.parametrize("config", [RHO_MATH_1B, RHO_MATH_7B], ids=["rho-math-1b", "rho-math-7b"])
-def test_rho_math_configs_load_and_match_transformers(tmp_path, tokenizer_dir, config):
+def test_rho_math_configs_load_and_match_transformers(make_engine, tmp_path, tokenizer_dir, config):
     small = reduced(config, sliding_window=24) if "sliding_window" in config else reduced(config)
-    assert_logits_match(write_checkpoint(tmp_path / "m", small, tokenizer_dir))
+    assert_logits_match(make_engine, write_checkpoint(tmp_path / "m", small, tokenizer_dir))
 
 
 @pytest.mark.parametrize("scaling", [
@@ -77,49 +75,49 @@ def test_rho_math_configs_load_and_match_transformers(tmp_path, tokenizer_dir, c
     {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
      "original_max_position_embeddings": 64},
 ])
-def test_rope_scaling_matches_transformers(tmp_path, tokenizer_dir, scaling):
+def test_rope_scaling_matches_transformers(make_engine, tmp_path, tokenizer_dir, scaling):
     config = reduced(RHO_MATH_1B, rope_scaling=scaling, rope_theta=500000.0)
     path = write_checkpoint(tmp_path / "m", config, tokenizer_dir)
-    assert_logits_match(path, prompt_len=150)
+    assert_logits_match(make_engine, path, prompt_len=150)
 
 
-def test_sharded_and_tied_checkpoints(tmp_path, tokenizer_dir):
+def test_sharded_and_tied_checkpoints(make_engine, tmp_path, tokenizer_dir):
     path = build_checkpoint(tmp_path / "sharded", tokenizer_dir, tie_word_embeddings=True, shard_size="100KB")
     assert (path / "model.safetensors.index.json").exists() and len(list(path.glob("*.safetensors"))) > 1
-    assert_logits_match(path)
+    assert_logits_match(make_engine, path)
 
 
-def test_unsupported_architecture_is_a_clear_error(tmp_path, tiny_llama_dir):
+def test_unsupported_architecture_is_a_clear_error(make_engine, tmp_path, tiny_llama_dir):
     path = tmp_path / "m"
     shutil.copytree(tiny_llama_dir, path)
     config = json.loads((path / "config.json").read_text())
     (path / "config.json").write_text(json.dumps(dict(config, architectures=["GPT2LMHeadModel"])))
     with pytest.raises(CheckpointError, match="unsupported architecture 'GPT2LMHeadModel'"):
-        Engine(EngineConfig(model_id=str(path)))
+        make_engine(model_id=str(path))
 
 
-def test_missing_files_are_clear_errors(tmp_path, tiny_llama_dir):
+def test_missing_files_are_clear_errors(make_engine, tmp_path, tiny_llama_dir):
     with pytest.raises(CheckpointError, match="not a local folder"):
-        Engine(EngineConfig(model_id=str(tmp_path / "nowhere")))
+        make_engine(model_id=str(tmp_path / "nowhere"))
     path = tmp_path / "m"
     shutil.copytree(tiny_llama_dir, path)
     (path / "model.safetensors").unlink()
     with pytest.raises(CheckpointError, match="no \\*.safetensors"):
-        Engine(EngineConfig(model_id=str(path)))
+        make_engine(model_id=str(path))
     (path / "config.json").unlink()
     with pytest.raises(CheckpointError, match="missing config.json"):
-        Engine(EngineConfig(model_id=str(path)))
+        make_engine(model_id=str(path))
 
 
-def test_mismatched_weights_are_clear_errors(tmp_path, tiny_llama_dir):
+def test_mismatched_weights_are_clear_errors(make_engine, tmp_path, tiny_llama_dir):
     path = tmp_path / "m"
     shutil.copytree(tiny_llama_dir, path)
     weights = load_file(path / "model.safetensors")
     weights["model.layers.0.mlp.up_proj.weight"] = torch.zeros(3, 3)
     save_file(weights, path / "model.safetensors")
     with pytest.raises(CheckpointError, match="up_proj|gate_up_proj"):
-        Engine(EngineConfig(model_id=str(path)))
+        make_engine(model_id=str(path))
     del weights["model.layers.0.mlp.up_proj.weight"]
     save_file(weights, path / "model.safetensors")
     with pytest.raises(CheckpointError, match="missing"):
-        Engine(EngineConfig(model_id=str(path)))
+        make_engine(model_id=str(path))

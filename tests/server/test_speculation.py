@@ -30,18 +30,18 @@ def repetitive_prompts(tokenizer, lengths: list[int], seed: int = 0) -> list[lis
     return out
 
 
-def make_engine(path, speculate: int, **kw) -> Engine:
+def spec_engine(path, speculate: int, **kw) -> Engine:
     return Engine(EngineConfig(model_id=str(path), speculate=speculate, **kw))
 
 
 @pytest.fixture(scope="module")
 def plain(tiny_llama_dir):
-    return make_engine(tiny_llama_dir, 0, max_batch_prefill_tokens=512)
+    return spec_engine(tiny_llama_dir, 0, max_batch_prefill_tokens=512)
 
 
 @pytest.fixture(scope="module")
 def spec(tiny_llama_dir):
-    return make_engine(tiny_llama_dir, 5, max_batch_prefill_tokens=512)
+    return spec_engine(tiny_llama_dir, 5, max_batch_prefill_tokens=512)
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +89,7 @@ def test_greedy_batched_identical_with_chunked_prefill(plain, spec, prompts):
 def test_greedy_identical_under_preemption(request, fixture):
     path = request.getfixturevalue(fixture)
     small = dict(max_batch_total_tokens=320, block_size=16, max_batch_prefill_tokens=64)
-    base, fast = make_engine(path, 0, **small), make_engine(path, 4, **small)
+    base, fast = spec_engine(path, 0, **small), spec_engine(path, 4, **small)
     tok = base.checkpoint.tokenizer
     ps = repetitive_prompts(tok, [30 + 7 * i for i in range(12)], seed=2)
     reqs = greedy_requests(ps, [20 + i % 9 for i in range(12)])
@@ -294,15 +294,14 @@ def test_cli_flag_and_env_var():
         parse_args(["--speculate", "-1"], {})
 
 
-def test_http_info_and_acceptance_metrics(tiny_llama_dir):
+def test_http_info_and_acceptance_metrics(make_client):
     import httpx
 
     from router.app import create_app
     from router.config import RouterConfig
     from tests.live_server import LiveServer
-    from tests.router.conftest import make_client
 
-    client = make_client(tiny_llama_dir, speculate=4)
+    client = make_client(speculate=4)
     try:
         with LiveServer(create_app(client, RouterConfig())) as live:
             assert httpx.get(live.url + "/info").json()["speculate"] == 4
@@ -322,15 +321,15 @@ def test_http_info_and_acceptance_metrics(tiny_llama_dir):
             metrics = httpx.get(live.url + "/metrics").text
             values = {line.split()[0]: float(line.split()[1]) for line in metrics.splitlines()
                       if line.startswith("tgi_speculative_")}
-            assert values["tgi_speculative_draft_tokens_total"] > 0
-            assert 0 < values["tgi_speculative_accepted_tokens_total"] <= values["tgi_speculative_draft_tokens_total"]
+            assert values["tgi_speculative_draft_tokens"] > 0
+            assert 0 < values["tgi_speculative_accepted_tokens"] <= values["tgi_speculative_draft_tokens"]
     finally:
         client.shutdown()
 
 
 def test_triton_attention_verifies_drafts_like_the_torch_path(tiny_llama_dir, plain):
     """--attention triton (TRITON_INTERPRET=1 on CPU): draft rows go through its chunked-prefill kernel."""
-    tri = make_engine(tiny_llama_dir, 4, attention="triton", max_batch_prefill_tokens=64)
+    tri = spec_engine(tiny_llama_dir, 4, attention="triton", max_batch_prefill_tokens=64)
     ps = repetitive_prompts(plain.checkpoint.tokenizer, [12, 30], seed=5)
     reqs = greedy_requests(ps, [10, 14])
     want, got = plain.generate(reqs), tri.generate(reqs)

@@ -1,5 +1,5 @@
 """The bundled default model (models/rho-math-tiny): size, layout, context, and engine/transformers agreement on the
-evaluation harness's own few-shot GSM8K prompt (read from ../shared at test time)."""
+evaluation harness's own few-shot GSM8K prompt (tests/shared_data.py says where it is read from)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,9 +7,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.shared_data import harness_dir
+
 ROOT = Path(__file__).resolve().parents[2]
 MODEL = ROOT / "models" / "rho-math-tiny"
-FEW_SHOT = ROOT.parent / "shared" / "rho-eval" / "prompts" / "cot" / "gsm8k.md"
+FEW_SHOT = harness_dir() / "prompts" / "cot" / "gsm8k.md"
 
 
 def test_bundled_model_is_small_and_complete():
@@ -21,19 +23,16 @@ def test_bundled_model_is_small_and_complete():
     assert "Selective Language Modeling" in card and "## Evaluation (rho-eval)" in card and "GSM8K" in card
 
 
-def test_bundled_model_holds_a_few_shot_prompt_and_engine_matches_transformers():
+def test_bundled_model_holds_a_few_shot_prompt_and_engine_matches_transformers(make_engine):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from server.config import EngineConfig
-    from server.engine import Engine
-
     if not FEW_SHOT.exists():
-        pytest.fail(f"{FEW_SHOT} is missing: tests read the shared evaluation prompts")
+        pytest.fail(f"{FEW_SHOT} is missing: check RHO_EVAL_HARNESS_DIR (tests/shared_data.py)")
     tok = AutoTokenizer.from_pretrained(MODEL)
     prompt = FEW_SHOT.read_text().strip() + "\n\n\nQuestion: Tina has 3 cookies and buys 4 more. How many cookies " \
                                             "does Tina have?\nAnswer:"
     ids = tok(prompt).input_ids
-    engine = Engine(EngineConfig(model_id=str(MODEL)))
+    engine = make_engine(model_id=str(MODEL))
     assert engine.checkpoint.max_position_embeddings >= 2048 > len(ids)
     ref = AutoModelForCausalLM.from_pretrained(MODEL, dtype=torch.float32).eval()
     with torch.inference_mode():
