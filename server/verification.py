@@ -66,37 +66,55 @@ def _advanced(state, token: int, is_stop: bool):
 def accept(logits: torch.Tensor, seqs: list[Sequence], drafts: list[list[int]]) -> list[tuple[list[int], list[int]]]:
     """Processed logits (R, vocab) of the draft rows -> per sequence (emitted ids, their rows)."""
     greedy_choice = logits.argmax(dim=-1).tolist()  # one host sync for every greedy row
-    out, row0 = [], 0
-    for seq, ds in zip(seqs, drafts):
-        k = len(ds)
-        if seq.params.is_sampling:
-            tokens = _accept_sampled(logits[row0:row0 + k + 1], ds, seq.generator)
-        else:
+    starts, row0 = [], 0
+    for ds in drafts:
+        starts.append(row0)
+        row0 += len(ds) + 1
+    sampled = [i for i, s in enumerate(seqs) if s.params.is_sampling]
+    drawn = _accept_sampled(logits, [seqs[i] for i in sampled], [drafts[i] for i in sampled],
+                            [starts[i] for i in sampled]) if sampled else []
+    by_seq = dict(zip(sampled, drawn))
+    out = []
+    for i, ds in enumerate(drafts):
+        tokens = by_seq.get(i)
+        if tokens is None:  # greedy: the longest prefix of drafts that are argmaxes, then the next argmax
             tokens = []
-            for j in range(k + 1):
-                tokens.append(greedy_choice[row0 + j])
-                if j == k or tokens[-1] != ds[j]:
+            for j in range(len(ds) + 1):
+                tokens.append(greedy_choice[starts[i] + j])
+                if j == len(ds) or tokens[-1] != ds[j]:
                     break
-        out.append((tokens, list(range(row0, row0 + len(tokens)))))
-        row0 += k + 1
+        out.append((tokens, list(range(starts[i], starts[i] + len(tokens)))))
     return out
 
 
-def _accept_sampled(logits: torch.Tensor, drafts: list[int], generator: torch.Generator) -> list[int]:
-    """logits (k + 1, vocab), warped -> the kept drafts, then one token drawn from the target."""
-    k = len(drafts)
-    probs = torch.softmax(logits, dim=-1)  # (k + 1, vocab)
-    kept = 0
-    if k:
-        u = torch.rand(k, generator=generator, device=probs.device)  # always k draws: reproducible consumption
-        p_draft = probs[torch.arange(k, device=probs.device), torch.tensor(drafts, device=probs.device)]
-        accepted = (u < p_draft).tolist()
-        while kept < k and accepted[kept]:
-            kept += 1
-    row = probs[kept]
-    if kept < k:  # rejected d_kept: the residual distribution, p without it (renormalised by the race below)
-        row = row.clone()
-        row[drafts[kept]] = 0.0
+def _accept_sampled(logits: torch.Tensor, seqs: list[Sequence], drafts: list[list[int]], starts: list[int]
+                    ) -> list[list[int]]:
+    """Rejection sampling for S sampling sequences, batched: logits (R, vocab) warped; each sequence's rows start at
+    starts[i]. Per sequence: k uniforms, then one exponential race, from its own generator (that order, always)."""
+    device = logits.device
+    draft_rows = [st + j for st, ds in zip(starts, drafts) for j in range(len(ds))]
+    draft_ids = [t for ds in drafts for t in ds]
+    probs = torch.softmax(logits, dim=-1)  # (R, vocab); rows of greedy sequences are not read
+    p_draft = probs[torch.tensor(draft_rows, dtype=torch.long, device=device),
+                    torch.tensor(draft_ids, dtype=torch.long, device=device)] if draft_rows else None
+    u = [torch.rand(len(ds), generator=s.generator, device=device) for s, ds in zip(seqs, drafts) if ds]
+    kept_flags = (torch.cat(u) < p_draft).tolist() if u else []  # accept d_j with probability p_j(d_j)
+    kept, final_rows, offset = [], [], 0
+    for st, ds in zip(starts, drafts):
+        n = 0
+        while n < len(ds) and kept_flags[offset + n]:
+            n += 1
+        offset += len(ds)
+        kept.append(n)
+        final_rows.append(st + n)
+    final = probs[torch.tensor(final_rows, dtype=torch.long, device=device)]  # (S, vocab), a copy
+    rejected = [(i, ds[n]) for i, (ds, n) in enumerate(zip(drafts, kept)) if n < len(ds)]
+    if rejected:  # the residual distribution: p without the rejected draft (renormalised by the race below)
+        rows, ids = zip(*rejected)
+        final[list(rows), list(ids)] = 0.0
     # Exponential race: argmax(p / q), q ~ Exp(1), is a draw from p / sum(p); the same draw Sampler._choose makes.
-    q = torch.empty_like(row).exponential_(generator=generator)
-    return drafts[:kept] + [int((row / q).argmax())]
+    q = torch.empty_like(final)
+    for i, s in enumerate(seqs):
+        q[i].exponential_(generator=s.generator)
+    chosen = (final / q).argmax(dim=-1).tolist()
+    return [ds[:n] + [t] for ds, n, t in zip(drafts, kept, chosen)]
