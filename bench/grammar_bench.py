@@ -1,11 +1,15 @@
 """Grammar-constrained decoding cost and grammar compile times: outlines-core (ours) beside llguidance and xgrammar.
 
-    python -m bench.grammar_bench [--model models/rho-math-tiny] [--vocab-sizes 8000 32000] [--rows 32]
+    python -m bench.grammar_bench [--model models/rho-math-tiny] [--vocab-sizes 1000 32000] [--rows 32]
+    python -m bench.grammar_bench --compile-only   # only the served compile path (rho-bench grammar --compile-only)
 
 Prints one table. Step rows: one decode step of `--rows` sequences with a real model forward (KV cache of
 ~64 tokens) alone, then plus the grammar work (batched mask + one advance per row), each engine on the same JSON
 schema; the ratio is (forward + grammar) / forward. Compile rows: time to turn each test schema into a ready
 matcher (first mask included) with SentencePiece tokenizers trained here at each vocabulary size.
+Served-path rows: `GrammarCompiler` as the server runs it (engine choice, worker process, Index pickled back),
+median and maximum over the test schemas plus `{}` / `anyOf` / nested arrays of objects / 60 optional properties,
+and the size and unpickling time of each outlines-core Index brought back from the worker.
 """
 from __future__ import annotations
 
@@ -23,7 +27,7 @@ import torch
 
 from grammars.compiler import GrammarCompiler
 from grammars.mask import GrammarMasks
-from tests.grammars.cases import SCHEMAS
+from tests.grammars.cases import ANY_VALUE_SCHEMAS, SCHEMAS
 
 STEP_SCHEMA = "pydantic_order"
 
@@ -31,7 +35,7 @@ STEP_SCHEMA = "pydantic_order"
 @dataclass
 class BenchConfig:
     model: str = "models/rho-math-tiny"
-    vocab_sizes: tuple[int, ...] = (8000, 32000)
+    vocab_sizes: tuple[int, ...] = (1000, 32000)
     rows: int = 32
     steps: int = 64
     threads: int = 2
@@ -71,7 +75,8 @@ class Outlines:
     name = "outlines-core"
 
     def __init__(self, tokenizer, vocab_size):
-        self.compiler = GrammarCompiler(tokenizer, vocab_size, tokenizer.eos_token_id, compile_timeout_s=600)
+        self.compiler = GrammarCompiler(tokenizer, vocab_size, tokenizer.eos_token_id, compile_timeout_s=600,
+                                        use_llguidance=False)  # outlines-core alone, for the comparison
         self.masks = GrammarMasks()  # the engine's mask cache
 
     def compile(self, schema: dict):
@@ -241,24 +246,87 @@ def _any_finished(engine, states) -> bool:
                for s in states)
 
 
+def served_schemas() -> dict[str, dict]:
+    """The test schemas plus the shapes issue #17 names."""
+    kinds = ["integer", "number", "string", "boolean"]
+    extra = {
+        "any_of_objects": {"anyOf": [{"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]},
+                                     {"type": "object", "properties": {"b": {"type": "string"}}, "required": ["b"]}]},
+        "nested_arrays_of_objects": {"type": "object", "properties": {"groups": {"type": "array", "items": {
+            "type": "object", "properties": {"name": {"type": "string"}, "members": {"type": "array", "items": {
+                "type": "object", "properties": {"id": {"type": "integer"}, "tags": {"type": "array", "items": {
+                    "type": "string"}}}, "required": ["id"]}}}, "required": ["name", "members"]}}},
+            "required": ["groups"]},
+        "optional_60": {"type": "object", "properties": {f"field_{i}": {"type": kinds[i % 4]} for i in range(60)}},
+    }
+    return {**SCHEMAS, **{f"{k}*": v for k, v in ANY_VALUE_SCHEMAS.items() if k != "any_json"}, **extra}
+
+
+def served_compile_times(tokenizer, vocab_size: int) -> list[tuple[str, str, float, int | None, float | None]]:
+    """(schema, engine, ms, pickled Index bytes, unpickle ms) per schema, each on a fresh GrammarCompiler."""
+    import pickle
+
+    rows = []
+    for name, schema in served_schemas().items():
+        compiler = GrammarCompiler(tokenizer, vocab_size, tokenizer.eos_token_id, compile_timeout_s=600)
+        try:
+            compiler.compile(compiler.parse({"type": "regex", "value": "a"}))  # a warm worker, as in a server
+            compiler.warm_up()
+            spec = compiler.parse({"type": "json", "value": schema})
+            start = time.perf_counter()
+            grammar = compiler.compile(spec)
+            GrammarMasks().mask(grammar.new_state())
+            ms = (time.perf_counter() - start) * 1e3
+            size = unpickle_ms = None
+            if compiler.engine_for(spec) == "outlines":
+                data = pickle.dumps(grammar.index)
+                start = time.perf_counter()
+                pickle.loads(data)
+                size, unpickle_ms = len(data), (time.perf_counter() - start) * 1e3
+            rows.append((name, compiler.engine_for(spec), ms, size, unpickle_ms))
+        finally:
+            compiler.close()
+    return rows
+
+
+def print_served(tables: dict[int, list]) -> None:
+    print("\n| schema (* = unconstrained values) | engine | " + " | ".join(
+        f"compile ms, vocab {v} | Index KB / unpickle ms, vocab {v}" for v in tables) + " |")
+    print("|---|---|" + "---|---|" * len(tables))
+    for i, (name, engine, *_rest) in enumerate(next(iter(tables.values()))):
+        cells = []
+        for rows in tables.values():
+            _, _, ms, size, unpickle = rows[i]
+            cells += [f"{ms:.1f}", "-" if size is None else f"{size / 1024:.0f} / {unpickle:.1f}"]
+        print(f"| {name} | {engine} | " + " | ".join(cells) + " |")
+    for v, rows in tables.items():
+        times = [r[2] for r in rows]
+        worst = max(rows, key=lambda r: r[2])
+        print(f"vocab {v}: median {statistics.median(times):.1f} ms, max {worst[2]:.1f} ms ({worst[0]}) "
+              f"over {len(rows)} schemas")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=BenchConfig.model)
     parser.add_argument("--vocab-sizes", type=int, nargs="+", default=list(BenchConfig.vocab_sizes))
     parser.add_argument("--rows", type=int, default=BenchConfig.rows)
     parser.add_argument("--threads", type=int, default=BenchConfig.threads)
+    parser.add_argument("--compile-only", action="store_true", help="only the served compile path table")
     args = parser.parse_args(argv)
     config = BenchConfig(args.model, tuple(args.vocab_sizes), args.rows, threads=args.threads)
     torch.set_num_threads(config.threads)
+    with tempfile.TemporaryDirectory() as tmp:
+        tokenizers = {v: train_tokenizer(Path(tmp) / str(v), v) for v in config.vocab_sizes}
+        print_served({v: served_compile_times(tok, v) for v, tok in tokenizers.items()})
+        if args.compile_only:
+            return
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     model = AutoModelForCausalLM.from_pretrained(config.model).eval()
     tokenizer = AutoTokenizer.from_pretrained(config.model)
     steps = step_times(model, tokenizer, config)
-    compiles = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        for vocab_size in config.vocab_sizes:
-            compiles[vocab_size] = compile_times(train_tokenizer(Path(tmp) / str(vocab_size), vocab_size), vocab_size)
+    compiles = {v: compile_times(tok, v) for v, tok in tokenizers.items()}
     _print_table(config, steps, compiles)
 
 

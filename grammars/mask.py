@@ -26,8 +26,10 @@ class GrammarMasks:
 
     def mask(self, state: GrammarState) -> torch.Tensor:
         """(vocab_size,) bool, True where a token may follow; shared between states: do not modify it."""
-        cache = self._masks.setdefault(state.grammar, OrderedDict())
         key = state.mask_key
+        if key is None:  # a parser state (llguidance) without an automaton id: nothing to cache it under
+            return _unpack(state.bitmask(), state.grammar.vocab_size).to(self.device)
+        cache = self._masks.setdefault(state.grammar, OrderedDict())
         mask = cache.get(key)
         if mask is None:
             mask = torch.zeros(state.grammar.vocab_size, dtype=torch.bool)
@@ -58,6 +60,15 @@ class GrammarMasks:
         allowed = torch.stack(rows)  # (num_rows, vocab) bool
         assert allowed.shape == logits.shape, f"grammar vocab {allowed.shape[1]} != logits width {logits.shape[1]}"
         logits.masked_fill_(~allowed, float("-inf"))
+
+
+_BITS = torch.arange(32, dtype=torch.int32)
+
+
+def _unpack(words: bytearray, vocab_size: int) -> torch.Tensor:
+    """Packed int32 words (bit j of word i is token 32 i + j) -> (vocab_size,) bool."""
+    packed = torch.frombuffer(bytearray(words), dtype=torch.int32)  # (ceil(vocab / 32),)
+    return ((packed.unsqueeze(1) >> _BITS) & 1).flatten()[:vocab_size].bool()
 
 
 def apply_grammar_masks(logits: torch.Tensor, states: list[GrammarState | None],

@@ -17,22 +17,13 @@ import jsonschema
 from outlines_core.json_schema import DATE, build_regex_from_schema
 
 from grammars.integer_range import integer_range_regex, number_range_regex
+from grammars.json_values import (ANY_CONTAINER_DEPTH, ANY_JSON_DEPTH, JSON_WHITESPACE,  # noqa: F401 (re-exported)
+                                  generic_json_regex, unconstrained_as_placeholders)
+from grammars.regex_size import MAX_EXPANDED_SIZE, MAX_REPETITION, measure
 
-# One optional space between JSON tokens: a weak or random model cannot loop on whitespace (TGI's choice too).
-JSON_WHITESPACE = r"[ ]?"
 # SentencePiece models usually start a text with a `▁`-prefixed token (" {"): JSON may open with one space.
 JSON_LEADING_SPACE = r"[ ]?"
 JSON_KINDS = ("json", "json_object", "json_schema")
-# Schemas that mean "any JSON" (or any object / array): outlines-core's regexes for them take seconds to compile,
-# so these use the bounded-depth regexes below (keys that do not constrain values, like `title`, are ignored).
-_ANNOTATIONS = {"title", "description", "$schema", "$id", "$comment", "examples", "default"}
-ANY_JSON_DEPTH = 3  # nesting levels of objects / arrays in any-JSON; deeper values are primitives
-# A top-level object / array alone compiles far slower than inside the any-JSON alternation (0.4 s vs 0.006 s at
-# depth 2, vocabulary 1k; 12 s at depth 3): their values nest one level less.
-ANY_CONTAINER_DEPTH = 2
-_STRING = r'"(?:[^"\\\x00-\x1F\x7F-\x9F]|\\["\\/bfnrt])*"'
-_NUMBER = r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?"
-_PRIMITIVE = rf"(?:{_STRING}|{_NUMBER}|true|false|null)"
 
 # outlines-core's `date` allows "2023-02-30": days per month, and 29 February in leap years only.
 _LEAP_YEAR = r"(?:[0-9]{2}(?:0[48]|[2468][048]|[13579][26])|(?:[02468][048]|[13579][26])00)"
@@ -69,6 +60,7 @@ def parse_grammar(grammar: Any) -> GrammarSpec:
     if kind == "regex":
         if not isinstance(value, str) or not value:
             raise GrammarError("grammar is not valid: a regex grammar needs a non-empty string `value`")
+        check_size(value)
         return GrammarSpec("regex", value)
     if kind not in JSON_KINDS:
         raise GrammarError(f"grammar is not valid: unknown grammar type {kind!r} (expected json, json_object, "
@@ -106,7 +98,7 @@ def _checked_schema(schema: dict) -> dict:
 
 
 def regex_of(spec: GrammarSpec) -> str:
-    """The regular expression the outlines-core index is built from.
+    """The regular expression the outlines-core index is built from; GrammarError when it would be absurdly large.
 
     outlines-core builds a leftmost-first DFA: once the regex has matched, continuations of lower priority are cut
     (`[0-9]{1,4}(\\.[0-9]+)?` allows only EOS after `1234`). Anchoring, `(?:R)$`, restores the full language,
@@ -116,24 +108,44 @@ def regex_of(spec: GrammarSpec) -> str:
     """
     if spec.kind == "regex":
         return f"(?:{ascii_digits(spec.value)})$"
-    schema = json.loads(spec.value)
-    body = _generic_json_regex(schema)
-    if body is None:
-        try:
-            ranges: dict[str, str] = {}
-            body = build_regex_from_schema(json.dumps(bounded_integers_as_placeholders(schema, ranges)),
-                                           JSON_WHITESPACE)
-            for placeholder, range_regex in ranges.items():
-                body = body.replace(placeholder, range_regex)
-            # Its format regexes use `\d`, which admits any Unicode digit ("꧱4߇１-02-04" as a date).
-            body = ascii_digits(body.replace(DATE, _CALENDAR_DATE))
-        except GrammarError:
-            raise
-        except Exception as e:  # outlines-core raises plain exceptions (ValueError, TypeError...) for bad schemas
-            raise GrammarError(f"cannot compile regex from schema: {e}") from None
-        if not body.startswith(("\\{", "\\[")):
-            body = f"(?:{body})$"
-    return f"{JSON_LEADING_SPACE}(?:{body})"
+    regex = f"{JSON_LEADING_SPACE}(?:{schema_regex(json.loads(spec.value))})"
+    check_size(regex)
+    return regex
+
+
+def schema_regex(schema: Any) -> str:
+    """A JSON schema -> the regex of its documents (without the leading space), with our fixes to outlines-core:
+    grouped bounded-depth regexes for unconstrained values, integer bounds, calendar dates, ASCII digits.
+    Also for callers that embed a schema in a larger regex (tool calls)."""
+    body = generic_json_regex(schema)
+    if body is not None:
+        return body
+    try:
+        ranges: dict[str, str] = {}
+        swapped = unconstrained_as_placeholders(bounded_integers_as_placeholders(schema, ranges), ranges)
+        body = build_regex_from_schema(json.dumps(swapped), JSON_WHITESPACE)
+        for placeholder, sub_regex in ranges.items():
+            body = body.replace(placeholder, sub_regex)
+        # Its format regexes use `\d`, which admits any Unicode digit ("꧱4߇１-02-04" as a date).
+        body = ascii_digits(body.replace(DATE, _CALENDAR_DATE))
+    except GrammarError:
+        raise
+    except Exception as e:  # outlines-core raises plain exceptions (ValueError, TypeError...) for bad schemas
+        raise GrammarError(f"cannot compile regex from schema: {e}") from None
+    if not body.startswith(("\\{", "\\[")):
+        body = f"(?:{body})$"
+    return body
+
+
+def check_size(regex: str) -> None:
+    """Refuse a regex whose counted repetitions are absurd (before anything is built): outlines-core writes out
+    every copy. Limits: MAX_REPETITION copies of one element, MAX_EXPANDED_SIZE elements in all."""
+    size, copies = measure(regex)
+    if copies > MAX_REPETITION or size > MAX_EXPANDED_SIZE:
+        raise GrammarError(f"grammar is not valid: it is too large to compile: its repetition counts repeat one "
+                           f"element {copies:,} times (at most {MAX_REPETITION:,}) and expand to {size:,} elements "
+                           f"(at most {MAX_EXPANDED_SIZE:,}); use smaller counts, `*` or `+`, or a smaller "
+                           "maxLength / maxItems")
 
 
 def bounded_integers_as_placeholders(node: Any, ranges: dict[str, str]) -> Any:
@@ -182,35 +194,6 @@ def _bounds(node: dict) -> tuple[int | None, int | None] | None:
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _generic_json_regex(schema: dict) -> str | None:
-    """A regex for `{}`, `{"type": "object"}` or `{"type": "array"}` (annotations aside); None for other schemas."""
-    rest = {k: v for k, v in schema.items() if k not in _ANNOTATIONS}
-    if not rest:
-        return _json_value(ANY_JSON_DEPTH)
-    if rest in ({"type": "object"}, {"type": "object", "additionalProperties": True}):
-        return _json_object(_json_value(ANY_CONTAINER_DEPTH - 1))
-    if rest == {"type": "array"}:
-        return _json_array(_json_value(ANY_CONTAINER_DEPTH - 1))
-    return None
-
-
-def _json_value(depth: int) -> str:
-    if depth == 0:
-        return _PRIMITIVE
-    inner = _json_value(depth - 1)
-    return f"(?:{_PRIMITIVE}|{_json_object(inner)}|{_json_array(inner)})"
-
-
-def _json_object(value: str) -> str:
-    ws, member = JSON_WHITESPACE, f"{_STRING}{JSON_WHITESPACE}:{JSON_WHITESPACE}{value}"
-    return rf"\{{{ws}(?:{member}(?:{ws},{ws}{member})*)?{ws}\}}"
-
-
-def _json_array(value: str) -> str:
-    ws = JSON_WHITESPACE
-    return rf"\[{ws}(?:{value}(?:{ws},{ws}{value})*)?{ws}\]"
 
 
 def ascii_digits(regex: str) -> str:

@@ -30,6 +30,8 @@ class AttentionMetadata:
     # Derived once by `prepare()`: decode sequences in groups of similar length (less padding in the gather).
     decode_groups: list[DecodeGroup] | None = field(default=None)
     prefill_seqs: list[int] = field(default_factory=list)
+    # Per-step values a backend derives once and reuses in every layer (server/cpu_attention.py's row split).
+    backend_cache: dict = field(default_factory=dict)
 
     DECODE_GROUP_SIZE = 8
     MAX_DECODE_QUERY = 17  # longest query attended as a decode row (1 token + up to 16 speculative drafts)
@@ -184,8 +186,13 @@ def _prefill_one(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, 
 
 
 def attention_backend(name: str, device: str):
-    """(attention, write_kv) of the named implementation, looked up once by the engine. Raises
-    AttentionUnavailableError when the Triton path cannot run here."""
+    """(attention, write_kv) of the named implementation, looked up once by the engine. "cpp" is the C++ CPU
+    operator for decode rows and short chunks (the torch path for the rest, and for everything when it cannot be
+    built: it says so once in the log). Raises AttentionUnavailableError when the Triton path cannot run here."""
+    if name == "cpp" and device == "cpu":
+        from server.cpu_attention import available, paged_attention_mixed
+
+        return (paged_attention_mixed if available() else paged_attention), write_kv
     if name != "triton":
         return paged_attention, write_kv
     try:

@@ -89,7 +89,9 @@ class EngineConfig:
     enable_prefix_caching: bool = setting(
         True, "Turn the prefix cache off (PREFIX_CACHING=0 does too)", flag="--disable-prefix-caching",
         invert=True, extra_env=("PREFIX_CACHING",), shown="on")
-    attention: str | None = setting(None, "Attention kernels: torch or triton", shown="triton on CUDA, torch on CPU")
+    attention: str | None = setting(None, "Attention kernels: cpp (CPU: a C++ operator built on first use, reading "
+                                    "the paged cache in place), torch (the pure-torch reference) or triton (CUDA)",
+                                    shown="triton on CUDA, cpp on CPU")
     cuda_memory_fraction: float = setting(0.9, "Fraction of GPU memory the engine may use")
     cuda_graphs: tuple[int, ...] = setting((1, 2, 4, 8, 16, 32), "Batch sizes to capture CUDA graphs for; 0 disables",
                                            parse=parse_int_tuple)
@@ -108,8 +110,8 @@ class EngineConfig:
             raise ConfigError(f"`max_batch_total_tokens` must be at least one block ({self.block_size} tokens)")
         if self.dtype not in (None, "float32", "bfloat16", "float16"):
             raise ConfigError(f"`dtype` must be float32, bfloat16 or float16. Given: {self.dtype}")
-        if self.attention not in (None, "torch", "triton"):
-            raise ConfigError(f"`attention` must be torch or triton. Given: {self.attention}")
+        if self.attention not in (None, "cpp", "torch", "triton"):
+            raise ConfigError(f"`attention` must be cpp, torch or triton. Given: {self.attention}")
         if not 0.0 < self.cuda_memory_fraction <= 1.0:
             raise ConfigError("`cuda_memory_fraction` must be in (0, 1]")
         if not 0 <= self.speculate <= 16:

@@ -45,7 +45,7 @@ class Engine:
         if config.num_threads and device == "cpu":
             torch.set_num_threads(config.num_threads)
         self.checkpoint, model = load_checkpoint(config.model_id, dtype, device)
-        attention = config.attention or ("triton" if device.startswith("cuda") else "torch")
+        attention = config.attention or ("triton" if device.startswith("cuda") else "cpp")
         try:
             backend = attention_backend(attention, device)
         except AttentionUnavailableError as e:

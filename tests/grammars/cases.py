@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from enum import Enum
+from typing import Any
 
 from pydantic import BaseModel, Field
 
@@ -115,4 +116,24 @@ REGEXES: dict[str, str] = {
     "time": r"([01][0-9]|2[0-3]):[0-5][0-9]",
     "unicode": r"(café|naïve|π|∑){1,3}",
     "key_value": r"[a-z]{1,5}=[0-9]{1,3}(;[a-z]{1,5}=[0-9]{1,3}){0,2}",
+}
+
+
+class ToolArgs(BaseModel):
+    """What pydantic emits for `Any` (a tool's free-form parameter), beside a typed one."""
+    query: str
+    payload: Any
+
+
+# Schemas whose values are unconstrained (issue #17): outlines-core's own regex for `{}` let a bare number through.
+ANY_VALUE_SCHEMAS: dict[str, dict] = {
+    "one_any_property": {"type": "object", "properties": {"data": {}}, "required": ["data"]},
+    "two_any_properties": {"type": "object", "properties": {"data": {}, "meta": {}}, "required": ["data", "meta"]},
+    "pydantic_any": ToolArgs.model_json_schema(),
+    "any_object_and_array": {"type": "object", "properties": {
+        "options": {"type": "object", "additionalProperties": True}, "rows": {"type": "array", "items": {}}},
+        "required": ["options", "rows"]},
+    "any_in_array_of_objects": {"type": "array", "maxItems": 2, "items": {
+        "type": "object", "properties": {"id": {"type": "integer"}, "value": {}}, "required": ["id", "value"]}},
+    "any_json": {},
 }

