@@ -331,11 +331,14 @@ def test_http_info_and_acceptance_metrics(make_client):
         client.shutdown()
 
 
-def test_triton_attention_verifies_drafts_like_the_torch_path(tiny_llama_dir, plain):
-    """--attention triton (TRITON_INTERPRET=1 on CPU): draft rows go through its chunked-prefill kernel."""
-    tri = spec_engine(tiny_llama_dir, 4, attention="triton", max_batch_prefill_tokens=64)
-    ps = repetitive_prompts(plain.checkpoint.tokenizer, [12, 30], seed=5)
-    reqs = greedy_requests(ps, [10, 14])
+@pytest.mark.parametrize("attention,lengths,max_new", [("triton", [12, 30], [10, 14]),
+                                                        ("torch", [12, 30, 50, 70, 90], [30, 25, 20, 35, 40])])
+def test_other_attention_paths_verify_drafts_alike(tiny_llama_dir, plain, attention, lengths, max_new):
+    """--attention triton (TRITON_INTERPRET=1 on CPU: draft rows go through its chunked-prefill kernel) and torch
+    (padded multi-row decode groups) against the default path without speculation."""
+    tri = spec_engine(tiny_llama_dir, 4, attention=attention, max_batch_prefill_tokens=64)
+    ps = repetitive_prompts(plain.checkpoint.tokenizer, lengths, seed=5)
+    reqs = greedy_requests(ps, max_new)
     want, got = plain.generate(reqs), tri.generate(reqs)
     for r in reqs:
         assert tokens_of(got[r.request_id]) == tokens_of(want[r.request_id])
