@@ -9,16 +9,13 @@ Drafts are cut where they could not be emitted anyway: at the length budget (the
 the accepted drafts), after a stop (EOS) token, and before the first token the sequence's grammar forbids (the
 grammar state is copied, never advanced here).
 
-Back-off (`Speculator.num_drafts`): verifying k drafts costs about 1 + alpha * k plain decode steps, and a
-sequence whose drafts are kept at rate r gains about r * k tokens a step, so drafts pay while r > alpha. Measured on
-the 2-core CPU box with the C++ attention (`rho-bench speculate --break-even`: forward + verify of B sequences with
-0, 2, 5 drafts each), alpha is ~0.1 up to 8 sequences and ~0.15-0.25 at 16-32 (bundled 1M and random 7.5M models).
-A sequence's rate is its whole record with a prior of 2 kept out of 4 (so the first few misses, typically drafts
-drawn from the few-shot demos, do not silence it: a fast moving average did, and lost most of the gain); below
-MIN_ACCEPT_RATE (MIN_ACCEPT_RATE_LARGE above SMALL_BATCH sequences) it stops proposing but for a probe every
-PROBE_EVERY steps, as its text may start repeating later. Drafts are always the full N otherwise: n-gram drafts are
-right in runs (copying) or wrong at once, so shorter drafts save little and lose the runs. Above
-MAX_SPECULATIVE_BATCH sequences nothing is proposed.
+Back-off (`Speculator.num_drafts`): a draft length per sequence that follows its acceptance rate (an EMA), so a
+sequence whose drafts keep being rejected proposes fewer, then none but a short probe every few steps (its text may
+start repeating later). Larger batches ask for a higher rate: measured on the 2-core CPU box (`rho-bench speculate
+--break-even`: forward + verify of B sequences with 0, 2, 5 drafts each, min of interleaved runs), 5 drafts per
+sequence cost x1.2 (B=1) to x1.4 (B=32) of a plain decode step on the bundled 1M and the random 7.5M model, while
+at the CoT acceptance measured (~0.45) they bring ~1.9 tokens per step: a win up to 32 sequences, but a thin one
+for sequences with low acceptance. Above MAX_SPECULATIVE_BATCH sequences nothing is proposed.
 """
 from __future__ import annotations
 
@@ -28,11 +25,11 @@ from grammars.state import GrammarViolation
 
 NGRAM_SIZES = (4, 3, 2)  # longest first: a longer match is a better predictor
 MAX_SPECULATIVE_BATCH = 32  # running sequences above which verification rows are not worth their cost here
-SMALL_BATCH = 8  # up to here a draft row costs ~0.1 of a decode step (the pass is overhead-bound) ...
-MIN_ACCEPT_RATE = 0.12  # ... so a sequence keeps proposing down to this acceptance rate;
-MIN_ACCEPT_RATE_LARGE = 0.25  # in larger batches rows cost more: a higher rate is needed
-PRIOR_ACCEPTED, PRIOR_PROPOSED = 2, 4  # the rate before any record: 0.5, worth 4 draft tokens
-PROBE_EVERY = 8  # a sequence below the rate still probes every this many steps
+SMALL_BATCH = 8  # up to here a draft row is nearly free (the pass is overhead-bound) ...
+MIN_ACCEPT_RATE = 0.15  # ... and a sequence keeps proposing down to this acceptance rate;
+MIN_ACCEPT_RATE_LARGE = 0.3  # in larger batches rows cost more: a higher rate is needed
+ACCEPT_EMA = 0.7  # weight of the past in a sequence's acceptance-rate estimate
+PROBE_EVERY = 8  # a sequence below the rate still probes with one draft every this many steps
 
 
 @dataclass
@@ -43,13 +40,10 @@ class DraftState:
     # `num_indexed` (the newest n-gram, the one looked up, is never in the index when it is looked up).
     index: dict[tuple[int, ...], int] = field(default_factory=dict)
     num_indexed: int = 0
+    accept_rate: float = 0.6  # a hopeful start: every sequence tries, with 4 of 5 drafts; the record then decides
     steps_since_probe: int = 0
     num_proposed: int = 0
     num_accepted: int = 0
-
-    @property
-    def accept_rate(self) -> float:
-        return (self.num_accepted + PRIOR_ACCEPTED) / (self.num_proposed + PRIOR_PROPOSED)
 
     def propose(self, token_ids: list[int], max_drafts: int) -> list[int]:
         """Up to max_drafts ids that followed the latest earlier occurrence of the longest matching suffix."""
@@ -68,8 +62,10 @@ class DraftState:
         return []
 
     def record(self, proposed: int, accepted: int) -> None:
-        self.num_proposed += proposed
-        self.num_accepted += accepted
+        if proposed:
+            self.num_proposed += proposed
+            self.num_accepted += accepted
+            self.accept_rate = ACCEPT_EMA * self.accept_rate + (1 - ACCEPT_EMA) * accepted / proposed
 
 
 class Speculator:
@@ -87,11 +83,13 @@ class Speculator:
         if batch_size > self.max_batch:
             return 0
         if state.accept_rate >= (MIN_ACCEPT_RATE if batch_size <= SMALL_BATCH else MIN_ACCEPT_RATE_LARGE):
-            return self.num_speculative
+            # Expected accepted length grows with the rate; rejected rows are waste, so propose about what the
+            # rate says will be kept, plus one.
+            return max(1, min(self.num_speculative, round(self.num_speculative * state.accept_rate) + 1))
         state.steps_since_probe += 1
         if state.steps_since_probe >= PROBE_EVERY:
             state.steps_since_probe = 0
-            return self.num_speculative
+            return 1
         return 0
 
     def drafts(self, seq, batch_size: int) -> list[int]:
