@@ -11,11 +11,13 @@ grammar state is copied, never advanced here).
 
 Back-off (`Speculator.num_drafts`): a draft length per sequence that follows its acceptance rate (an EMA), so a
 sequence whose drafts keep being rejected proposes fewer, then none but a short probe every few steps (its text may
-start repeating later). Larger batches ask for a higher rate: measured on the 2-core CPU box (`rho-bench speculate
---break-even`: forward + verify of B sequences with 0, 2, 5 drafts each, min of interleaved runs), 5 drafts per
-sequence cost x1.2 (B=1) to x1.4 (B=32) of a plain decode step on the bundled 1M and the random 7.5M model, while
-at the CoT acceptance measured (~0.45) they bring ~1.9 tokens per step: a win up to 32 sequences, but a thin one
-for sequences with low acceptance. Above MAX_SPECULATIVE_BATCH sequences nothing is proposed.
+start repeating later). Larger batches ask for a higher rate. The cost side, measured on the 2-core CPU box with the
+C++ attention (`rho-bench speculate --break-even`: forward + verify of B sequences with 0, 2, 5 drafts each): 5
+drafts per sequence cost 1.5x (B=1) to 1.8-2.3x (B=32) of a plain decode step, 2 drafts 1.2x to 1.65x, on the
+bundled 1M and the random 7.5M model. At the CoT acceptance measured (~0.45-0.5) drafts pay at every batch size up
+to 32, thinly at 32 (where the bench measures ~1.0x); above MAX_SPECULATIVE_BATCH nothing is proposed. (A slower
+rate estimate, the whole record with a prior, proposed more, kept no more, and measured worse: 1.28x vs 1.59x at
+batch 1, 0.90x vs 1.00x on sampled text.)
 """
 from __future__ import annotations
 
