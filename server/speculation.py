@@ -14,8 +14,9 @@ sequence whose drafts keep being rejected proposes fewer, then none but a short 
 start repeating later). Larger batches ask for a higher rate. The cost side, measured on the 2-core CPU box with the
 C++ attention (`rho-bench speculate --break-even`: forward + verify of B sequences with 0, 2, 5 drafts each): 5
 drafts per sequence cost 1.5x (B=1) to 1.8-2.3x (B=32) of a plain decode step, 2 drafts 1.2x to 1.65x, on the
-bundled 1M and the random 7.5M model. At the CoT acceptance measured (~0.45-0.5) drafts pay at every batch size up
-to 32, thinly at 32 (where the bench measures ~1.0x); above MAX_SPECULATIVE_BATCH nothing is proposed. (A slower
+bundled 1M and the random 7.5M model. At the CoT acceptance measured (~0.45-0.5) drafts pay up to 16 sequences; at
+32 the bundled model measured 0.92-1.00x (greedy) and 0.90-1.00x (sampled) across runs, so above
+MAX_SPECULATIVE_BATCH = 16 nothing is proposed (a 32-request burst speculates once it drains below 16). (A slower
 rate estimate, the whole record with a prior, proposed more, kept no more, and measured worse: 1.28x vs 1.59x at
 batch 1, 0.90x vs 1.00x on sampled text.)
 """
@@ -26,7 +27,7 @@ from dataclasses import dataclass, field
 from grammars.state import GrammarViolation
 
 NGRAM_SIZES = (4, 3, 2)  # longest first: a longer match is a better predictor
-MAX_SPECULATIVE_BATCH = 32  # running sequences above which verification rows are not worth their cost here
+MAX_SPECULATIVE_BATCH = 16  # running sequences above which verification rows are not worth their cost here
 SMALL_BATCH = 8  # up to here a draft row is nearly free (the pass is overhead-bound) ...
 MIN_ACCEPT_RATE = 0.15  # ... and a sequence keeps proposing down to this acceptance rate;
 MIN_ACCEPT_RATE_LARGE = 0.3  # in larger batches rows cost more: a higher rate is needed
