@@ -17,10 +17,17 @@ from router.state import RouterState
 def simple_tokens(tokenizer, text: str, add_special_tokens: bool) -> list[dict]:
     """TGI's SimpleToken list: `start` / `stop` are byte offsets into the UTF-8 text."""
     enc = tokenizer(text, add_special_tokens=add_special_tokens, return_offsets_mapping=True)
-    out = []
+    out, char_pos, byte_pos = [], 0, 0
+
+    def to_bytes(index: int) -> int:  # one pass: offsets only grow, so each gap of the text is encoded once
+        nonlocal char_pos, byte_pos
+        if index < char_pos:  # rare (overlapping offsets): count from the start of the text
+            return len(text[:index].encode())
+        byte_pos += len(text[char_pos:index].encode())
+        char_pos = index
+        return byte_pos
     for token_id, (start, stop) in zip(enc["input_ids"], enc["offset_mapping"]):
-        out.append({"id": token_id, "text": text[start:stop],
-                    "start": len(text[:start].encode()), "stop": len(text[:stop].encode())})
+        out.append({"id": token_id, "text": text[start:stop], "start": to_bytes(start), "stop": to_bytes(stop)})
     return out
 
 

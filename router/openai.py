@@ -38,8 +38,8 @@ from starlette.responses import JSONResponse, Response
 
 from router.chat_template import ChatTemplate, TemplateError, load_chat_template
 from router.errors import RouterError
-from router.http import BodyError, read_json, to_model
-from router.infer import Generation, StreamItem, TokenInfo, fan_out, gather_or_cancel
+from router.http import BodyError, read_json, retry_after, to_model
+from router.infer import Generation, Permits, StreamItem, TokenInfo, fan_out, gather_or_cancel
 from router.openai_schemas import (ChatCompletionRequest, ChatMessage, CompletionRequest, TokenPieces, chat_logprob,
                                    completion_logprobs, usage)
 from router.schemas import GenerateParameters, GrammarParam
@@ -105,7 +105,7 @@ def error_body(e: RouterError) -> dict:
 
 
 def error_response(e: RouterError) -> JSONResponse:
-    return JSONResponse(error_body(e), status_code=e.status)
+    return JSONResponse(error_body(e), status_code=e.status, headers=retry_after(e))
 
 
 def as_router_error(e: Exception) -> RouterError:
@@ -211,17 +211,18 @@ async def _chat(state: RouterState, body: dict, request: Request) -> Response:
     req = to_model(body, ChatCompletionRequest)
     state.metrics.request_count.inc()
     grammar, tools, mode = request_grammar(req)
-    prompt = chat_prompt(routes, req, tools, mode)
+    prompt = await asyncio.to_thread(chat_prompt, routes, req, tools, mode)  # Jinja rendering: not on the loop
     params = sampling_parameters(req, req.max_new_tokens, grammar)
     top_n = (req.top_logprobs or 0) if req.logprobs else 0
     meta = _meta("chatcmpl", state)
-    async with state.infer.slot():
+    async with state.infer.slot(req.n) as permits:  # one per choice, before the response; a stream keeps them
         valid = await state.validator.validate(prompt, params, stream=req.stream, add_special_tokens=False,
                                                received_at=start)
         runs = choice_runs(valid, req.n, req.seed, top_n)
         if req.stream:
-            return sse_response(_openai_stream(state, _chat_events(routes, req, runs, mode, meta)),
-                                state.config.keep_alive_s, stream_headers(state.compute_type, len(prompt)))
+            events = _chat_events(routes, req, runs, mode, meta, permits.hand_over())
+            return sse_response(_openai_stream(state, events), state.config.keep_alive_s,
+                                stream_headers(state.compute_type, len(prompt)))
         gens = await gather_or_cancel(state.infer.generate(run, cut_stop=True) for run in runs)
     state.metrics.request_success.inc()
     choices = [_chat_choice(routes, req, i, gen, mode) for i, gen in enumerate(gens)]
@@ -249,7 +250,7 @@ def _chat_choice(routes: OpenAIRoutes, req: ChatCompletionRequest, index: int, g
 
 
 async def _chat_events(routes: OpenAIRoutes, req: ChatCompletionRequest, runs: list[ValidRequest], mode: str,
-                       meta: dict) -> AsyncIterator[dict]:
+                       meta: dict, permits: Permits) -> AsyncIterator[dict]:
     state = routes.state
     chunk = {**meta, "object": "chat.completion.chunk"}
     extra = {"usage": None} if req.include_usage else {}
@@ -262,7 +263,7 @@ async def _chat_events(routes: OpenAIRoutes, req: ChatCompletionRequest, runs: l
 
     for i in range(len(runs)):
         yield event(i, {"role": "assistant", "content": ""})
-    async with state.infer.slot():
+    async with permits:  # taken before the response started; released when the stream ends
         async for i, item in merged([state.infer.stream(run, cut_stop=True) for run in runs]):
             num_generated[i] = item.num_generated_tokens
             logprobs = {"content": [chat_logprob(routes.pieces, item.token, item.top_tokens)]} \
@@ -296,15 +297,16 @@ async def _completions(state: RouterState, body: dict, request: Request) -> Resp
     params = sampling_parameters(req, req.max_tokens, None)
     top_n = req.logprobs or 0
     meta = _meta("cmpl", state)
-    async with state.infer.slot():
+    async with state.infer.slot(len(req.prompts) * req.n) as permits:  # one per engine sequence
         valids = [await state.validator.validate(p, params, stream=req.stream, received_at=start)
                   for p in req.prompts]
         echo_logprobs = req.echo and req.logprobs is not None
         runs = [run for v in valids for run in choice_runs(v, req.n, req.seed, top_n, echo_logprobs)]
         if req.stream:
             characters = sum(len(v.inputs) for v in valids)
-            return sse_response(_openai_stream(state, _completion_events(routes, req, valids, runs, meta)),
-                                state.config.keep_alive_s, stream_headers(state.compute_type, characters))
+            events = _completion_events(routes, req, valids, runs, meta, permits.hand_over())
+            return sse_response(_openai_stream(state, events), state.config.keep_alive_s,
+                                stream_headers(state.compute_type, characters))
         gens = await gather_or_cancel(state.infer.generate(run, cut_stop=True) for run in runs)
     state.metrics.request_success.inc()
     choices = [_completion_choice(routes, req, i, valids[i // req.n], gen) for i, gen in enumerate(gens)]
@@ -345,7 +347,7 @@ def _completion_choice(routes: OpenAIRoutes, req: CompletionRequest, index: int,
 
 
 async def _completion_events(routes: OpenAIRoutes, req: CompletionRequest, valids: list[ValidRequest],
-                             runs: list[ValidRequest], meta: dict) -> AsyncIterator[dict]:
+                             runs: list[ValidRequest], meta: dict, permits: Permits) -> AsyncIterator[dict]:
     state = routes.state
     chunk = {**meta, "object": "text_completion"}
     num_generated = [0] * len(runs)
@@ -354,7 +356,7 @@ async def _completion_events(routes: OpenAIRoutes, req: CompletionRequest, valid
     def event(index: int, text: str, logprobs=None, finish: str | None = None) -> dict:
         return _sse({**chunk, "choices": [{"index": index, "text": text, "logprobs": logprobs,
                                            "finish_reason": finish}]})
-    async with state.infer.slot():
+    async with permits:  # taken before the response started; released when the stream ends
         async for i, item in merged([state.infer.stream(run, cut_stop=True) for run in runs]):
             num_generated[i] = item.num_generated_tokens
             if item.index == 1 and req.echo:

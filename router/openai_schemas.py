@@ -18,7 +18,7 @@ from router.detokenizer import IncrementalDetokenizer
 
 
 class _Wire(BaseModel):
-    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+    model_config = ConfigDict(extra="ignore", populate_by_name=True, allow_inf_nan=False)  # 1e400 is inf
 
     @model_validator(mode="before")
     @classmethod
@@ -132,7 +132,7 @@ class _SamplingFields(_Wire):
     @classmethod
     def _bias_map(cls, bias: dict[str, float] | None) -> dict[str, float] | None:
         for key, value in (bias or {}).items():
-            if not key.strip().isdigit():
+            if not (key.strip().isascii() and key.strip().isdigit()):  # not "²", which int() refuses
                 raise ValueError(f"logit_bias keys must be token ids as strings, got {key!r}")
             if not -100.0 <= value <= 100.0:
                 raise ValueError(f"logit_bias values must be in [-100, 100], got {value} for token {key}")

@@ -1,170 +1,108 @@
-"""Prometheus metric primitives that expose names exactly as given, in the text format 0.0.4, as TGI's
-metrics-exporter-prometheus does: a counter named `tgi_request_count` is sampled as `tgi_request_count` (no
-`_total` suffix) and no metric has `*_created` samples. prometheus_client appends `_total` to every counter and adds
-`_created` series, which would make every TGI dashboard query and alert on counters match nothing.
+"""TGI's metric names on top of prometheus_client: storage is prometheus_client's (thread-safe Counter, Gauge and
+Histogram in a private CollectorRegistry), exposition is its `generate_latest` (text format 0.0.4), and this module
+only re-emits each family with the names TGI's metrics-exporter-prometheus uses.
 
-Counter, Gauge and Histogram keep the prometheus_client call style (`.labels(method=...).inc()`, `.observe(v)`,
-`.set(v)`); all updates take one lock per metric, so the engine thread and the event loop can both record.
+What prometheus_client does on its own, and why each is undone here:
+- a Counter "tgi_request_count" is sampled as `tgi_request_count_total` (and "x_total" as `x_total`): the collector
+  renames counter samples back to the name given, so TGI's dashboard queries and alerts match;
+- every counter and histogram child has a `*_created` sample: the collector drops them (TGI has none;
+  `disable_created_metrics()` would do it too, but for every prometheus_client user in the process);
+- `generate_latest` writes the `# HELP`/`# TYPE` lines of any counter-typed family as `<name>_total`, whatever its
+  samples are called (its Prometheus-from-OpenMetrics munging, exposition.py): `render` puts TGI's name back on
+  those two lines of each counter;
+- bucket bounds are labelled like Python floats (`le="1.0"`): whole bounds are written `le="1"`, as before;
+- `generate_latest` sorts label names, so `le` comes first (`x_bucket{le="1",method="decode"}`): `render` moves it
+  last on bucket lines, where TGI writes it (`x_bucket{method="decode",le="1"}`); text greps of TGI's series match.
+  (Other labels stay sorted by name; every labelled TGI metric has one label.)
+Sample values keep prometheus_client's formatting (`7.0`; Prometheus parses both).
+
 Label sets named in `initial` exist from the start with zero values (Prometheus practice: `rate()` and
 `increase()` then see the first event instead of a series appearing from nothing).
 """
 from __future__ import annotations
 
-import bisect
-import math
-import threading
-from collections.abc import Iterable, Sequence
+import re
+from collections.abc import Iterable, Iterator, Sequence
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
+
+__all__ = ["Registry", "Counter", "Gauge", "Histogram"]
+
+# The `le` label inside a bucket line's label text, with the comma after it. Label values escape their quotes (\"),
+# so `le="` can only start a label, never sit inside a value.
+_LE_LABEL = re.compile(r'(?:^|(?<=,))le="[^"]*"(?:,|$)')
 
 
-def _number(value: float) -> str:
-    if math.isinf(value):
-        return "+Inf" if value > 0 else "-Inf"
-    if math.isnan(value):
-        return "NaN"
-    return repr(float(value)) if value != int(value) or abs(value) >= 1e15 else str(int(value))
+def _bound(le: str) -> str:
+    """A bucket bound as prometheus_client writes it ("1.0", "0.25", "+Inf") -> whole numbers without ".0"."""
+    value = float(le)
+    return str(int(value)) if value.is_integer() and abs(value) < 1e15 else le
 
 
-def _label_text(names: Sequence[str], values: Sequence[str], extra: str = "") -> str:
-    escape = lambda v: v.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")  # noqa: E731
-    parts = [f'{n}="{escape(v)}"' for n, v in zip(names, values)]
-    if extra:
-        parts.append(extra)
-    return "{" + ",".join(parts) + "}" if parts else ""
+class Registry(Collector):
+    """One app's metrics. counter/gauge/histogram return the prometheus_client objects themselves (`.inc()`,
+    `.labels(method=...).observe(v)`, `.set(v)`); `render()` is the /metrics body."""
 
+    def __init__(self):
+        self._storage = CollectorRegistry()  # private: duplicate names raise DuplicateTimeseries
+        self._names: dict[str, str] = {}  # prometheus_client's family name -> the name it was given
+        self._headers: dict[str, str] = {}  # counter header name generate_latest writes -> TGI's
+        self._buckets: set[str] = set()  # `<histogram>_bucket` sample names
 
-class _Metric:
-    kind = "untyped"
+    def counter(self, name: str, doc: str, labelnames: Sequence[str] = (), *,
+                initial: Iterable[Sequence[str]] = ()) -> Counter:
+        counter = self._add(Counter(name, doc, labelnames, registry=self._storage), name, initial)
+        self._headers[self._family(counter) + "_total"] = name
+        return counter
 
-    def __init__(self, registry: "Registry", name: str, doc: str, labelnames: Sequence[str] = (),
-                 initial: Iterable[Sequence[str]] = ()):
-        self.name, self.doc, self.labelnames = name, doc, tuple(labelnames)
-        self._lock = threading.Lock()
-        self._children: dict[tuple[str, ...], object] = {}
-        if not self.labelnames:
-            self._children[()] = self._new_child()
+    def gauge(self, name: str, doc: str, labelnames: Sequence[str] = (), *,
+              initial: Iterable[Sequence[str]] = ()) -> Gauge:
+        return self._add(Gauge(name, doc, labelnames, registry=self._storage), name, initial)
+
+    def histogram(self, name: str, doc: str, labelnames: Sequence[str] = (), *, buckets: Sequence[float],
+                  initial: Iterable[Sequence[str]] = ()) -> Histogram:
+        self._buckets.add(name + "_bucket")
+        return self._add(Histogram(name, doc, labelnames, registry=self._storage, buckets=buckets), name, initial)
+
+    @staticmethod
+    def _family(metric) -> str:
+        return next(iter(metric.describe())).name  # a counter's name without `_total`
+
+    def _add(self, metric, name: str, initial: Iterable[Sequence[str]]):
+        self._names[self._family(metric)] = name
         for values in initial:
-            self._child(tuple(values))
-        registry.add(self)
+            metric.labels(*values)  # creates the child at zero
+        return metric
 
-    def labels(self, **labels: str):
-        if set(labels) != set(self.labelnames):
-            raise ValueError(f"{self.name} takes labels {self.labelnames}, not {tuple(labels)}")
-        return self._child(tuple(str(labels[n]) for n in self.labelnames))
-
-    def _child(self, values: tuple[str, ...]):
-        with self._lock:
-            child = self._children.get(values)
-            if child is None:
-                child = self._children[values] = self._new_child()
-            return child
-
-    def _unlabelled(self):
-        if self.labelnames:
-            raise ValueError(f"{self.name} needs labels {self.labelnames}")
-        return self._children[()]
-
-    def render(self) -> list[str]:
-        lines = [f"# HELP {self.name} {self.doc}", f"# TYPE {self.name} {self.kind}"]
-        with self._lock:
-            children = sorted(self._children.items())
-        for values, child in children:
-            lines.extend(child.samples(self.name, self.labelnames, values))
-        return lines
-
-
-class _Value:
-    def __init__(self):
-        self.value = 0.0
-        self._lock = threading.Lock()
-
-    def inc(self, amount: float = 1.0) -> None:
-        with self._lock:
-            self.value += amount
-
-    def set(self, value: float) -> None:
-        with self._lock:
-            self.value = float(value)
-
-    def samples(self, name: str, labelnames, values) -> list[str]:
-        return [f"{name}{_label_text(labelnames, values)} {_number(self.value)}"]
-
-
-class Counter(_Metric):
-    kind = "counter"
-
-    def _new_child(self) -> _Value:
-        return _Value()
-
-    def inc(self, amount: float = 1.0) -> None:
-        if amount < 0:
-            raise ValueError("counters only go up")
-        self._unlabelled().inc(amount)
-
-
-class Gauge(_Metric):
-    kind = "gauge"
-
-    def _new_child(self) -> _Value:
-        return _Value()
-
-    def set(self, value: float) -> None:
-        self._unlabelled().set(value)
-
-    def inc(self, amount: float = 1.0) -> None:
-        self._unlabelled().inc(amount)
-
-
-class _Buckets:
-    def __init__(self, bounds: tuple[float, ...]):
-        self.bounds = bounds
-        self.counts = [0] * (len(bounds) + 1)  # per bucket, not cumulative; the last is +Inf
-        self.sum = 0.0
-        self._lock = threading.Lock()
-
-    def observe(self, value: float, count: int = 1) -> None:
-        index = bisect.bisect_left(self.bounds, value)  # first bucket with value <= bound; len: +Inf
-        with self._lock:
-            self.counts[index] += count
-            self.sum += value * count
-
-    def samples(self, name: str, labelnames, values) -> list[str]:
-        with self._lock:
-            counts, total = list(self.counts), self.sum
-        lines, cumulative = [], 0
-        for bound, n in zip((*self.bounds, math.inf), counts):
-            cumulative += n
-            le = f'le="{_number(bound)}"'
-            lines.append(f"{name}_bucket{_label_text(labelnames, values, le)} {cumulative}")
-        lines.append(f"{name}_sum{_label_text(labelnames, values)} {_number(total)}")
-        lines.append(f"{name}_count{_label_text(labelnames, values)} {cumulative}")
-        return lines
-
-
-class Histogram(_Metric):
-    kind = "histogram"
-
-    def __init__(self, registry: "Registry", name: str, doc: str, labelnames: Sequence[str] = (), *,
-                 buckets: Sequence[float], initial: Iterable[Sequence[str]] = ()):
-        self.buckets = tuple(sorted(float(b) for b in buckets))
-        super().__init__(registry, name, doc, labelnames, initial)
-
-    def _new_child(self) -> _Buckets:
-        return _Buckets(self.buckets)
-
-    def observe(self, value: float, count: int = 1) -> None:
-        """`count` equal observations at once (e.g. one per generated token)."""
-        self._unlabelled().observe(value, count)
-
-
-class Registry:
-    def __init__(self):
-        self._metrics: dict[str, _Metric] = {}
-
-    def add(self, metric: _Metric) -> None:
-        if metric.name in self._metrics:
-            raise ValueError(f"duplicate metric {metric.name}")
-        self._metrics[metric.name] = metric
+    def collect(self) -> Iterator[Metric]:
+        """Each stored family again, with TGI's sample names and no `_created` samples."""
+        for family in self._storage.collect():
+            out = Metric(family.name, family.documentation, family.type)
+            for sample in family.samples:
+                if sample.name == family.name + "_created":
+                    continue
+                if family.type == "counter":
+                    sample = sample._replace(name=self._names[family.name])
+                elif "le" in sample.labels:
+                    sample = sample._replace(labels={**sample.labels, "le": _bound(sample.labels["le"])})
+                out.samples.append(sample)
+            yield out
 
     def render(self) -> bytes:
-        lines = [line for metric in self._metrics.values() for line in metric.render()]
-        return ("\n".join(lines) + "\n").encode()
+        return "\n".join(map(self._line, generate_latest(self).decode().split("\n"))).encode()
+
+    def _line(self, line: str) -> str:
+        """One line of generate_latest's text with TGI's counter header names and `le` last."""
+        if line.startswith(("# HELP ", "# TYPE ")):
+            parts = line.split(" ", 3)  # "#", "HELP"/"TYPE", name, doc/type
+            parts[2] = self._headers.get(parts[2], parts[2])
+            return " ".join(parts)
+        name, brace, rest = line.partition("{")
+        if not brace or name not in self._buckets:
+            return line
+        labels, value = rest.rsplit("} ", 1)
+        le = _LE_LABEL.search(labels)
+        others = (labels[:le.start()] + labels[le.end():]).rstrip(",")
+        return f"{name}{{{others + ',' if others else ''}{le[0].rstrip(',')}}} {value}"

@@ -2,6 +2,8 @@
 
 SSE framing is TGI's: `data: <compact JSON>\n\n`, a `:` comment after `keep_alive_s` of silence, no `[DONE]`.
 Errors after the 200 went out are one in-band `{"error", "error_type"}` event, then the stream closes.
+A reader that stops reading (one event not accepted by the socket for SEND_TIMEOUT_S) is cut: closing the event
+generator releases its concurrency permit and aborts its engine sequences.
 """
 from __future__ import annotations
 
@@ -13,10 +15,12 @@ from sse_starlette.event import ServerSentEvent
 from sse_starlette.sse import EventSourceResponse
 
 from router.errors import RouterError
+from router.shutdown import until_drained
 from router.infer import Generation, StreamItem, TokenInfo
 from router.validation import ValidRequest
 
 log = logging.getLogger("rho_serve.router")
+SEND_TIMEOUT_S = 10.0  # read at each response, so a server (or a test) may change it
 
 
 def token_dict(t: TokenInfo) -> dict:
@@ -73,7 +77,7 @@ async def tgi_events(items: AsyncIterator[StreamItem], valid: ValidRequest,
     """StreamItems -> SSE `data` payloads; an error becomes one in-band event (the 200 is already sent)."""
     try:
         async for item in items:
-            yield {"data": json.dumps(stream_event(item, valid), separators=(",", ":"))}
+            yield {"data": json.dumps(stream_event(item, valid), separators=(",", ":"), allow_nan=False)}
     except RouterError as e:
         if on_error is not None:
             on_error(e)
@@ -90,6 +94,6 @@ def sse_response(events: AsyncIterator[dict], keep_alive_s: float, headers: dict
                  drain_s: float = 0.0) -> EventSourceResponse:
     """drain_s: on server shutdown, how long a running stream may go on before it is cut (SIGTERM drain)."""
     return EventSourceResponse(
-        events, headers={"X-Accel-Buffering": "no", **(headers or {})}, sep="\n", ping=keep_alive_s,
+        until_drained(events), headers={"X-Accel-Buffering": "no", **(headers or {})}, sep="\n", ping=keep_alive_s,
         ping_message_factory=lambda: ServerSentEvent(comment="keep-alive", sep="\n"),
-        shutdown_grace_period=drain_s)
+        shutdown_grace_period=drain_s, send_timeout=SEND_TIMEOUT_S)
