@@ -60,7 +60,7 @@ def build_state(client, config: RouterConfig) -> RouterState:
     limits = resolve_limits(config, info.max_total_tokens)
     metrics = Metrics(limits.max_input_tokens, limits.max_total_tokens)
     client.add_step_observer(metrics.observe_step)
-    register_speculation_metrics(metrics.registry, client.stats)
+    register_speculation_metrics(metrics.registry, client)
     validator = Validator(tokenizer, limits, info.vocab_size, info.model_id, _grammar_compiler(client, config))
     infer = Infer(client, tokenizer, config.max_concurrent_requests, metrics)
     return RouterState(client, config, tokenizer, info.model_id, limits, validator, infer, metrics,

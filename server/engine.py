@@ -159,6 +159,7 @@ class Engine:
         method = "decode" if all(c.seq.num_computed_tokens >= c.seq.num_prompt_tokens for c in out.chunks) \
             else "prefill"
         num_seqs, num_tokens, ok = len(out.chunks), out.num_tokens, True
+        drafts0, accepted0 = self._num_drafts_proposed, self._num_drafts_accepted
         self._forward_s = 0.0
         try:
             self._run(out.chunks, events)
@@ -172,7 +173,8 @@ class Engine:
             self._step_started = None
         self._num_steps += 1
         total = time.monotonic() - started
-        info = StepInfo(method, num_seqs, num_tokens, self._forward_s, total - self._forward_s, total, ok)
+        info = StepInfo(method, num_seqs, num_tokens, self._forward_s, total - self._forward_s, total, ok,
+                        self._num_drafts_proposed - drafts0, self._num_drafts_accepted - accepted0)
         for observer in self._step_observers:
             observer(info)
         return events

@@ -125,6 +125,8 @@ class StepInfo:
     sample_s: float  # logits pipeline, sampling, postprocess
     total_s: float
     ok: bool
+    num_draft_tokens: int = 0  # speculation: draft tokens verified this step, and those kept
+    num_accepted_tokens: int = 0
 
 
 @dataclass(frozen=True)
