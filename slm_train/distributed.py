@@ -42,6 +42,10 @@ def setup(device: str) -> Dist:
 def teardown() -> None:
     """Called once at process exit (cli.main): re-initialising a destroyed group under torchrun hangs."""
     if dist.is_available() and dist.is_initialized():
+        # Every rank reaches this point before any tears its gloo pairs down: a rank that destroys the group while
+        # its peer still has traffic in flight aborts in gloo's threads ("terminate called without an active
+        # exception", exit -6).
+        dist.barrier()
         dist.destroy_process_group()
 
 
