@@ -1,6 +1,6 @@
 """The CPU fast path of the Llama forward (server/cpu_ops.py, server/csrc/fused_ops.cpp): each fused op against its
-plain torch formula within 1e-5, the column-major weight layout, and the whole model (fast path on) against the
-reference path and transformers."""
+plain torch formula within 1e-5, the column-major weight layout, the whole model (fast path on) against the
+reference path, and the default CPU thread count (server/cpu_threads.py)."""
 from __future__ import annotations
 
 import pytest
@@ -117,3 +117,32 @@ def test_the_engine_takes_the_fast_path_and_matches_the_reference_path(request, 
     want = plain.prompt_logits(prompt)
     assert plain.runner.model.fused is False
     assert torch.allclose(got, want, atol=TOL, rtol=0), (got - want).abs().max()
+
+
+def test_default_threads_follow_the_affinity_mask_and_the_cgroup_quota(tmp_path, monkeypatch):
+    from server import cpu_threads
+
+    cpu_max = tmp_path / "cpu.max"
+    cpu_max.write_text("max 100000\n")
+    assert cpu_threads.cgroup_cpu_quota(cpu_max) is None
+    cpu_max.write_text("150000 100000\n")
+    assert cpu_threads.cgroup_cpu_quota(cpu_max) == 1.5
+    monkeypatch.setattr(cpu_threads, "affinity_cpus", lambda: 16)
+    monkeypatch.setattr(cpu_threads, "cgroup_cpu_quota", lambda: 1.5)
+    assert cpu_threads.default_num_threads() == 2  # a 1.5-CPU container on a 16-core host
+    monkeypatch.setattr(cpu_threads, "cgroup_cpu_quota", lambda: None)
+    assert cpu_threads.default_num_threads() == 16
+
+
+def test_the_engine_applies_the_default_unless_told(make_engine, monkeypatch):
+    from server import engine as engine_module
+
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.setattr(engine_module, "default_num_threads", lambda: 1)
+        make_engine()
+        assert torch.get_num_threads() == 1
+        make_engine(num_threads=2)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
