@@ -1,7 +1,8 @@
 """`rho-serve`: parse TGI-style flags, log the resolved configuration, load the engine, serve with uvicorn.
 
 SIGTERM/SIGINT: uvicorn stops accepting connections and waits up to --graceful-termination-timeout for in-flight
-requests (streams included) before closing; then the engine thread is shut down.
+requests (streams included); just before that deadline each stream still running ends with an error event and each
+non-streaming request with a 503 body (router.shutdown); then the engine thread is shut down.
 """
 from __future__ import annotations
 
@@ -32,16 +33,14 @@ def setup_logging(json_output: bool) -> None:
 
 
 def serve(engine_config, router_config) -> None:
-    import uvicorn
-
     from router.app import create_app
+    from router.serving import draining_server, uvicorn_config
     from server import load_engine_client
 
     client = load_engine_client(engine_config)
     app = create_app(client, router_config)
-    server = uvicorn.Server(uvicorn.Config(
-        app, host=router_config.hostname, port=router_config.port, log_config=None, access_log=False,
-        timeout_graceful_shutdown=int(router_config.graceful_termination_timeout), timeout_keep_alive=30))
+    server = draining_server(uvicorn_config(app, router_config.hostname, router_config.port,
+                                            router_config.graceful_termination_timeout))
     log.info("serving %s on http://%s:%d", client.checkpoint.model_id, router_config.hostname, router_config.port)
     # uvicorn drains on SIGTERM, then re-raises it to the handler in place before it started: make that one a
     # no-op so the engine is shut down below and the process exits 0 (a clean stop for Docker/Kubernetes).

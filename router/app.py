@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import time
 
 from fastapi import Depends, FastAPI, Request
@@ -18,12 +17,13 @@ from starlette.responses import JSONResponse, Response
 
 from router import chat_tokenize, schemas, vertex
 from router import openai as openai_routes
+from router.accounting import Outcome, counted, uncounted_errors
 from router.chat_tokenize import simple_tokens
 from router.config import RouterConfig
 from router.errors import RouterError, ValidationError
-from router.http import BodyError, PayloadLimit, install_error_handlers, parse_body, read_json, to_model
+from router.http import PayloadLimit, install_error_handlers, parse_body, read_json, to_model
 from router.state import RouterState, build_state
-from router.streaming import generate_response, sse_response, tgi_events
+from router.streaming import generate_response, sse_response, stream_ending, tgi_error_event, tgi_events
 from router.timing import generation_headers, stream_headers
 from router.validation import check_stream
 
@@ -31,14 +31,22 @@ _ERRORS = {422: {"model": schemas.ErrorResponse}, 424: {"model": schemas.ErrorRe
            429: {"model": schemas.ErrorResponse}}
 
 
+# An SSE event: a token, or the one in-band error that ends a stream. OpenAI routes' chunks are not modelled here.
+_STREAM_EVENT = {"oneOf": [{"$ref": "#/components/schemas/StreamResponse"},
+                           {"$ref": "#/components/schemas/ErrorResponse"}]}
+# /invocations answers as the route it dispatched to: TGI's compat list, or an OpenAI chat / completion object.
+_SCORING_RESPONSE = {"oneOf": [{"type": "array", "items": {"$ref": "#/components/schemas/GenerateResponse"}},
+                               {"type": "object", "required": ["object", "choices"]}]}
+
+
 async def run_generate(state: RouterState, req: schemas.GenerateRequest, *, as_list: bool = False) -> Response:
     """Non-streaming generation with TGI's timing headers (router.timing)."""
     start = time.monotonic()
-    state.metrics.request_count.inc()
-    async with state.infer.slot():
-        valid = await state.validator.validate(req.inputs, req.parameters, received_at=start)
-        gen = await state.infer.generate(valid)
-    state.metrics.request_success.inc()
+    best_of = req.parameters.best_of or 1  # one permit per sequence; a best_of out of range fails validation below
+    with counted(state.metrics):
+        async with state.infer.slot(best_of if best_of <= state.limits.max_best_of else 1):
+            valid = await state.validator.validate(req.inputs, req.parameters, received_at=start)
+            gen = await state.infer.generate(valid)
     body = generate_response(gen, valid)
     headers = generation_headers(state.compute_type, len(req.inputs), gen.timing, time.monotonic() - start,
                                  gen.num_prompt_tokens, gen.num_generated_tokens)
@@ -48,40 +56,23 @@ async def run_generate(state: RouterState, req: schemas.GenerateRequest, *, as_l
 def run_stream(state: RouterState, req: schemas.GenerateRequest) -> Response:
     """SSE generation: always HTTP 200; every error (429 included) is one in-band event (TGI)."""
     start = time.monotonic()
-    state.metrics.request_count.inc()
+    outcome = Outcome(state.metrics).streamed()
 
-    async def events():
-        failures: list[RouterError] = []
-
-        def fail(e: RouterError) -> None:
-            failures.append(e)
-            state.metrics.observe_failure(e.error_type)
-        try:
-            check_stream(req.parameters)
-            async with state.infer.slot():
-                valid = await state.validator.validate(req.inputs, req.parameters, stream=True, received_at=start)
-                async for event in tgi_events(state.infer.stream(valid), valid, fail):
-                    yield event
-        except RouterError as e:
-            fail(e)
-            yield {"data": json.dumps(e.body())}
-        except asyncio.CancelledError:  # the client went away: the engine sequence is already aborted
-            state.metrics.observe_failure("dropped")
-            raise
-        if not failures:
-            state.metrics.request_success.inc()
+    async def events():  # every error, before the first token or after, ends in stream_ending
+        check_stream(req.parameters)
+        async with state.infer.slot():
+            valid = await state.validator.validate(req.inputs, req.parameters, stream=True, received_at=start)
+            async for event in tgi_events(state.infer.stream(valid), valid):
+                yield event
 
     headers = stream_headers(state.compute_type, len(req.inputs))
-    return sse_response(events(), state.config.keep_alive_s, headers, state.config.graceful_termination_timeout)
+    return sse_response(stream_ending(events(), outcome, tgi_error_event), state.config.keep_alive_s, headers,
+                        state.config.graceful_termination_timeout)
 
 
 def _count_failure(state: RouterState):
-    """TGI counts nothing for a request its body extractor refused (not JSON, wrong shape, too large): such a
-    request is neither in tgi_request_count nor in tgi_request_failure."""
-    def count(e: RouterError) -> None:
-        if not isinstance(e, BodyError) and e.status != 413:
-            state.metrics.observe_failure(e.error_type)
-    return count
+    """The error handlers' failure count (router.accounting: drops before the response, uncounted routes)."""
+    return uncounted_errors(state.metrics)
 
 
 async def dispatch(state: RouterState, request: Request) -> Response:
@@ -110,6 +101,15 @@ async def compat(state: RouterState, req: schemas.CompatGenerateRequest) -> Resp
     return await run_generate(state, req, as_list=True)
 
 
+MAX_TOKENIZE_CHARS = 200_000  # /tokenize answers ~10 tokens of JSON per 4 characters: bound the work and the reply
+
+
+def _tokenize(state: RouterState, text: str) -> list[dict]:
+    if len(text) > MAX_TOKENIZE_CHARS:
+        raise ValidationError(f"`inputs` has {len(text)} characters; /tokenize takes at most {MAX_TOKENIZE_CHARS}")
+    return simple_tokens(state.tokenizer, text, add_special_tokens=True)
+
+
 def _watermark(state: RouterState, text: str) -> dict:
     ids = state.tokenizer(text, add_special_tokens=False)["input_ids"]
     result = state.client.detect_watermark(ids)  # the engine's detector and gamma: same green lists as generation
@@ -132,10 +132,11 @@ def _register_open(app: FastAPI, state: RouterState) -> None:
     async def info() -> dict:
         return state.info()
 
-    @app.get("/v1/models", tags=["TGI"], summary="The served model")
+    @app.get("/v1/models", tags=["TGI"], summary="The served model", response_model=schemas.ModelList)
     async def models() -> dict:
-        return {"object": "list", "data": [{"id": state.model_id, "object": "model", "created": 0,
-                                            "owned_by": state.model_id}]}
+        # OpenAI's list (what TGI serves and the OpenAI SDK reads) whose top level is also TGI's documented ModelInfo.
+        model = {"id": state.model_id, "object": "model", "created": 0, "owned_by": state.model_id}
+        return {**model, "object": "list", "data": [model]}
 
     @app.get("/metrics", tags=["TGI"], summary="Prometheus metrics")
     async def metrics() -> Response:
@@ -154,8 +155,8 @@ def _register_protected(app: FastAPI, state: RouterState) -> None:
         return await run_generate(state, await parse_body(request, schemas.GenerateRequest))
 
     @app.post("/generate_stream", dependencies=auth, tags=["TGI"], openapi_extra=body(schemas.GenerateRequest),
-              responses={200: {"content": {"text/event-stream": {"schema": {
-                  "$ref": "#/components/schemas/StreamResponse"}}}}}, summary="Generate tokens as SSE")
+              responses={200: {"content": {"text/event-stream": {"schema": _STREAM_EVENT}}}},
+              summary="Generate tokens as SSE")
     async def generate_stream(request: Request) -> Response:
         return run_stream(state, await parse_body(request, schemas.GenerateRequest))
 
@@ -166,7 +167,9 @@ def _register_protected(app: FastAPI, state: RouterState) -> None:
 
     for path in dict.fromkeys(("/invocations", state.config.scoring_route)):
         app.add_api_route(path, _dispatcher(state), methods=["POST"], dependencies=auth, tags=["TGI"],
-                          openapi_extra=body(schemas.CompatGenerateRequest), responses=_ERRORS,
+                          openapi_extra=body(schemas.CompatGenerateRequest), responses={**_ERRORS, 200: {"content": {
+                              "application/json": {"schema": _SCORING_RESPONSE},
+                              "text/event-stream": {"schema": _STREAM_EVENT}}}},
                           summary="SageMaker/AzureML scoring: inputs, messages or prompt")
 
     @app.post("/tokenize", dependencies=auth, tags=["TGI"], openapi_extra=body(schemas.GenerateRequest),
@@ -174,7 +177,9 @@ def _register_protected(app: FastAPI, state: RouterState) -> None:
     async def tokenize(request: Request) -> Response:
         req = await parse_body(request, schemas.GenerateRequest)
         try:
-            return JSONResponse(simple_tokens(state.tokenizer, req.inputs, add_special_tokens=True))
+            return JSONResponse(await asyncio.to_thread(_tokenize, state, req.inputs))  # not on the event loop
+        except RouterError:
+            raise
         except Exception as e:  # noqa: BLE001 - tokenizer failures are the client's input
             raise ValidationError(f"tokenizer error {e}") from None
 
@@ -183,7 +188,7 @@ def _register_protected(app: FastAPI, state: RouterState) -> None:
               responses={200: {"model": schemas.WatermarkDetectResponse}}, summary="Detect this server's watermark")
     async def watermark_detect(request: Request) -> Response:
         req = await parse_body(request, schemas.WatermarkDetectRequest)
-        return JSONResponse(_watermark(state, req.text))
+        return JSONResponse(await asyncio.to_thread(_watermark, state, req.text))  # tokenizes: not on the loop
 
 
 def _dispatcher(state: RouterState):
@@ -201,7 +206,7 @@ def _install_openapi(app: FastAPI) -> None:
             doc = base()
             components = doc.setdefault("components", {}).setdefault("schemas", {})
             for model in (schemas.GenerateRequest, schemas.CompatGenerateRequest, schemas.WatermarkDetectRequest,
-                          schemas.StreamResponse):
+                          schemas.StreamResponse, schemas.ErrorResponse, schemas.GenerateResponse):
                 js = model.model_json_schema(ref_template="#/components/schemas/{model}")
                 components.update(js.pop("$defs", {}))
                 components[model.__name__] = js
@@ -230,4 +235,6 @@ def create_app(client, config: RouterConfig) -> FastAPI:
     chat_tokenize.register(app, state)  # TGI's routes built on the chat machinery
     vertex.register(app, state)
     _install_openapi(app)
+    app.add_api_route("/openapi.json", lambda: JSONResponse(app.openapi()), methods=["GET"],
+                      include_in_schema=False)  # also where generic tools look (TGI: /api-doc/openapi.json)
     return app

@@ -8,13 +8,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import math
 import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-from router.detokenizer import IncrementalDetokenizer, StopMatcher
-from router.errors import GenerationError, OverloadedError
+from router.detokenizer import IncrementalDetokenizer, StopMatcher, TokenTexts
+from router.errors import GenerationError, OverloadedError, ValidationError
 from router.timing import Timing
 from router.validation import ValidRequest
 from server.protocol import EngineRequest, FinishReason, TokenEvent, draw_seed
@@ -24,8 +25,12 @@ from server.protocol import EngineRequest, FinishReason, TokenEvent, draw_seed
 class TokenInfo:
     id: int
     text: str
-    logprob: float | None
+    logprob: float | None  # finite or None: -inf (a token top-k masked out) is None, as serde_json writes it (TGI)
     special: bool = False
+
+    def __post_init__(self):
+        if self.logprob is not None and not math.isfinite(self.logprob):
+            object.__setattr__(self, "logprob", None)
 
 
 @dataclass(frozen=True)
@@ -68,23 +73,40 @@ class Generation:
         return sum(values) / len(values) if values else float("-inf")
 
 
-class TokenTexts:
-    """Per-id text (skip_special_tokens=False, like TGI's top tokens and prefill), cached."""
+def token_info(texts: TokenTexts, token_id: int, logprob: float | None) -> TokenInfo:
+    """A token out of context (top tokens, prefill): its text decoded alone, as TGI does."""
+    return TokenInfo(token_id, texts.text(token_id), logprob, token_id in texts.special_ids)
 
-    def __init__(self, tokenizer):
-        self.tokenizer = tokenizer
-        self.special_ids = frozenset(tokenizer.all_special_ids)
-        self._cache: dict[int, str] = {}
 
-    def text(self, token_id: int) -> str:
-        text = self._cache.get(token_id)
-        if text is None:
-            text = self.tokenizer.decode([token_id], skip_special_tokens=False, clean_up_tokenization_spaces=False)
-            self._cache[token_id] = text
-        return text
+class Permits:
+    """Concurrency permits held by one request (one per engine sequence); `release` is idempotent.
 
-    def info(self, token_id: int, logprob: float | None) -> TokenInfo:
-        return TokenInfo(token_id, self.text(token_id), logprob, token_id in self.special_ids)
+    A stream takes them before its response starts and keeps them: `hand_over()` moves them to the event generator,
+    which holds them with `async with permits:` until it ends or is closed. A generator that never started (its client
+    left before the first event) releases them when it is garbage-collected (`__del__`).
+    """
+
+    def __init__(self, infer: "Infer", num_sequences: int):
+        self.infer, self.num_sequences, self.released = infer, num_sequences, False
+
+    def release(self) -> None:
+        if not self.released:
+            self.released = True
+            self.infer.num_in_flight -= self.num_sequences
+
+    def hand_over(self) -> "Permits":
+        taken = Permits(self.infer, self.num_sequences)
+        self.released = True  # now counted by `taken` only
+        return taken
+
+    async def __aenter__(self) -> "Permits":
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        self.release()
+
+    def __del__(self):
+        self.release()
 
 
 class Infer:
@@ -96,16 +118,28 @@ class Infer:
         self.metrics = metrics
         self.num_in_flight = 0
 
-    @contextlib.asynccontextmanager
-    async def slot(self) -> AsyncIterator[None]:
-        """A concurrency permit, or OverloadedError at once (TGI's non-blocking try_acquire)."""
-        if self.num_in_flight >= self.max_concurrent_requests:
+    def acquire(self, num_sequences: int = 1) -> "Permits":
+        """One permit per engine sequence, all at once, or OverloadedError (TGI's non-blocking try_acquire).
+
+        The budget: at most max_concurrent_requests engine sequences run, whatever the requests (best_of, n, several
+        prompts). A request that needs more than the whole budget can never run: a 422 that says so.
+        """
+        if num_sequences > self.max_concurrent_requests:
+            raise ValidationError(f"this request runs {num_sequences} sequences at once, more than this server's "
+                                  f"limit of {self.max_concurrent_requests} (--max-concurrent-requests)")
+        if self.num_in_flight + num_sequences > self.max_concurrent_requests:
             raise OverloadedError()
-        self.num_in_flight += 1
+        self.num_in_flight += num_sequences
+        return Permits(self, num_sequences)
+
+    @contextlib.asynccontextmanager
+    async def slot(self, num_sequences: int = 1) -> AsyncIterator[Permits]:
+        """`acquire` for the length of a block (unless handed over to a stream)."""
+        permits = self.acquire(num_sequences)
         try:
-            yield
+            yield permits
         finally:
-            self.num_in_flight -= 1
+            permits.release()
 
     async def stream(self, valid: ValidRequest, cut_stop: bool = False, observe: bool = True
                      ) -> AsyncIterator[StreamItem]:
@@ -201,7 +235,7 @@ class _Decoder:
             visible += self.stops.flush()
         token_text = self.texts.text(event.token_id) if event.is_special else delta
         token = TokenInfo(event.token_id, token_text, event.logprob, event.is_special)
-        tops = tuple(self.texts.info(t.token_id, t.logprob) for t in event.top_tokens)
+        tops = tuple(token_info(self.texts, t.token_id, t.logprob) for t in event.top_tokens)
         done = finish is not None
         timing = self._finished() if done else None
         return StreamItem(
@@ -228,4 +262,4 @@ class _Decoder:
         self.num_cached = event.num_cached_prompt_tokens
         if event.prompt_logprobs is None:
             return ()
-        return tuple(self.texts.info(t, lp) for t, lp in zip(self.valid.prompt_token_ids, event.prompt_logprobs))
+        return tuple(token_info(self.texts, t, lp) for t, lp in zip(self.valid.prompt_token_ids, event.prompt_logprobs))

@@ -1,13 +1,14 @@
 """Pydantic wire types of the TGI routes: request bodies (validated) and response shapes (documented in /docs).
 
 Requests ignore unknown fields, like TGI. Range checks live in validation.py (they need TGI's order and messages);
-pydantic only checks types. Responses are built as plain dicts on the hot path; the models here document them.
+pydantic only checks types, strictly as serde does (`"3"` is not an integer, `"yes"` not a boolean, 3.0 not a u32).
+Responses are built as plain dicts on the hot path; the models here document them.
 """
 from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
 
 
 class _Wire(BaseModel):
@@ -23,28 +24,28 @@ class GenerateParameters(_Wire):
     """TGI's GenerateParameters, plus extensions the OpenAI routes use (presence_penalty, logit_bias, ignore_eos)."""
 
     adapter_id: str | None = None
-    best_of: int | None = Field(None, ge=0)
-    decoder_input_details: bool = False
-    details: bool = False
-    do_sample: bool = False
-    frequency_penalty: float | None = None
+    best_of: StrictInt | None = Field(None, ge=0)
+    decoder_input_details: StrictBool = False
+    details: StrictBool = False
+    do_sample: StrictBool = False
+    frequency_penalty: StrictFloat | None = None
     grammar: GrammarParam | None = None
-    max_new_tokens: int | None = Field(None, ge=0)
-    repetition_penalty: float | None = None
+    max_new_tokens: StrictInt | None = Field(None, ge=0)
+    repetition_penalty: StrictFloat | None = None
     return_full_text: bool | None = None
-    seed: int | None = Field(None, ge=0, lt=2**64)
-    stop: list[str] = Field(default_factory=list)
-    temperature: float | None = None
-    top_k: int | None = None
-    top_n_tokens: int | None = Field(None, ge=0)
-    top_p: float | None = None
-    truncate: int | None = Field(None, ge=0)
-    typical_p: float | None = None
-    watermark: bool = False
+    seed: StrictInt | None = Field(None, ge=0, lt=2**64)
+    stop: list[StrictStr] = Field(default_factory=list)
+    temperature: StrictFloat | None = None
+    top_k: StrictInt | None = None
+    top_n_tokens: StrictInt | None = Field(None, ge=0)
+    top_p: StrictFloat | None = None
+    truncate: StrictInt | None = Field(None, ge=0)
+    typical_p: StrictFloat | None = None
+    watermark: StrictBool = False
     # extensions (not in TGI): OpenAI semantics
-    presence_penalty: float | None = None
-    logit_bias: list[tuple[int, float]] | None = None
-    ignore_eos: bool = False
+    presence_penalty: StrictFloat | None = None
+    logit_bias: list[tuple[StrictInt, StrictFloat]] | None = None
+    ignore_eos: StrictBool = False
 
 
 def default_parameters() -> GenerateParameters:
@@ -58,7 +59,7 @@ class GenerateRequest(_Wire):
 
 
 class CompatGenerateRequest(GenerateRequest):
-    stream: bool = False
+    stream: StrictBool = False
 
 
 class WatermarkDetectRequest(_Wire):
@@ -155,6 +156,20 @@ class Info(_Wire):
     version: str
     sha: str | None = None
     docker_label: str | None = None
+    speculate: int = 0  # --speculate: draft tokens verified per sequence and step (0: off)
+
+
+class ModelInfo(_Wire):
+    id: str
+    object: str
+    created: int
+    owned_by: str
+
+
+class ModelList(ModelInfo):
+    """GET /v1/models: OpenAI's `{"object": "list", "data": [...]}`, also carrying TGI's ModelInfo fields."""
+
+    data: list[ModelInfo]
 
 
 class ErrorResponse(_Wire):

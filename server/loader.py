@@ -1,5 +1,9 @@
 """Checkpoint folder -> model + tokenizer: config.json, one or sharded *.safetensors (with index), tokenizer files,
 generation_config.json. Hugging Face `LlamaForCausalLM` and `MistralForCausalLM` layouts.
+
+Every way a folder can be wrong is one CheckpointError line (the CLI exits 2): config.json is checked first (sizes
+positive, heads divide), then each safetensors file must open, then weights must match the config and be finite
+(a NaN or inf weight makes every output garbage; a server must not start "healthy" on it).
 """
 from __future__ import annotations
 
@@ -57,7 +61,36 @@ def read_json(path: Path) -> dict:
         raise CheckpointError(f"{path}: not valid JSON ({e})") from None
 
 
+POSITIVE_INTS = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads")
+OPTIONAL_POSITIVE_INTS = ("num_key_value_heads", "head_dim", "max_position_embeddings", "sliding_window")
+
+
+def _is_positive_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def validate_config(hf: dict) -> None:
+    """config.json values the model cannot be built from, named before anything else is loaded."""
+    for key in POSITIVE_INTS:
+        if key not in hf:
+            raise CheckpointError(f"config.json lacks {key!r}")
+    for key in POSITIVE_INTS + OPTIONAL_POSITIVE_INTS:
+        if hf.get(key) is not None and not _is_positive_int(hf[key]):
+            raise CheckpointError(f"config.json: {key} must be a positive integer, got {hf[key]!r}")
+    heads, kv_heads = hf["num_attention_heads"], hf.get("num_key_value_heads") or hf["num_attention_heads"]
+    if heads % kv_heads:
+        raise CheckpointError(f"config.json: num_attention_heads ({heads}) must be a multiple of "
+                              f"num_key_value_heads ({kv_heads})")
+    if not hf.get("head_dim") and hf["hidden_size"] % heads:
+        raise CheckpointError(f"config.json: hidden_size ({hf['hidden_size']}) must be a multiple of "
+                              f"num_attention_heads ({heads}) when head_dim is not given")
+    eps = hf.get("rms_norm_eps", 1e-6)
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 < eps < 1:
+        raise CheckpointError(f"config.json: rms_norm_eps must be a small positive number, got {eps!r}")
+
+
 def parse_model_config(hf: dict) -> ModelConfig:
+    validate_config(hf)
     archs = hf.get("architectures") or [hf.get("model_type", "?")]
     if archs[0] not in SUPPORTED_ARCHITECTURES:
         raise CheckpointError(f"unsupported architecture {archs[0]!r}: rho-serve serves "
@@ -102,9 +135,14 @@ def weight_files(path: Path) -> list[Path]:
 def read_weights(files: list[Path]) -> dict[str, torch.Tensor]:
     tensors: dict[str, torch.Tensor] = {}
     for file in files:
-        with safe_open(str(file), framework="pt") as f:
-            for name in f.keys():
-                tensors[name] = f.get_tensor(name)
+        try:
+            with safe_open(str(file), framework="pt") as f:
+                for name in f.keys():
+                    tensors[name] = f.get_tensor(name)
+        except Exception as e:  # noqa: BLE001 - safetensors raises its own and OS errors for a broken file
+            size = file.stat().st_size if file.exists() else 0
+            what = "is empty" if size == 0 else f"is not a readable safetensors file ({type(e).__name__}: {e})"
+            raise CheckpointError(f"{file} {what}; re-download or re-export the checkpoint") from None
     return tensors
 
 
@@ -138,6 +176,11 @@ def check_weights(hf: dict[str, torch.Tensor], cfg: ModelConfig, path: Path) -> 
     for name, shape in expected.items():
         if tuple(hf[name].shape) != shape:
             raise CheckpointError(f"{path}: weight {name} has shape {tuple(hf[name].shape)}; config.json implies {shape}")
+    for name, tensor in hf.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            bad = int((~torch.isfinite(tensor)).sum())
+            raise CheckpointError(f"{path}: weight {name} has {bad} NaN or infinite values; the model cannot "
+                                  "generate with it (a broken export or an overflowed conversion)")
 
 
 def to_engine_state_dict(hf: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[str, torch.Tensor]:
