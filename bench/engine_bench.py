@@ -8,11 +8,13 @@ ignored so every system produces exactly the same number of tokens. Compared:
 And the engine's mean step time against the model forward alone within those steps (the engine's overhead).
 
     rho-bench engine [--requests 64] [--concurrency 32] [--threads 2]
+    rho-bench engine --fast-ab 3 [--model-id DIR]   # the engine alone, CPU fast path off/on interleaved (cpu_ops)
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import sys
 import tempfile
@@ -65,7 +67,7 @@ def run_engine(model_dir: Path, work, concurrency: int) -> dict:
     queue = [EngineRequest(f"r{i}", tuple(p), SamplingParams(max_new_tokens=m, ignore_eos=True))
              for i, (p, m) in enumerate(work)]
     in_flight, done, tokens = 0, 0, 0
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     while done < len(queue):
         while in_flight < concurrency and done + in_flight < len(queue):
             engine.submit(queue[done + in_flight])
@@ -75,9 +77,9 @@ def run_engine(model_dir: Path, work, concurrency: int) -> dict:
             if event.finish_reason is not None:
                 in_flight -= 1
                 done += 1
-    elapsed = time.perf_counter() - start
+    elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu_start
     steps = engine.stats().num_steps
-    return {"tokens": tokens, "seconds": elapsed, "steps": steps, "prompt_tokens": sum(len(p) for p, _ in work),
+    return {"tokens": tokens, "seconds": elapsed, "cpu_s": cpu, "steps": steps, "prompt_tokens": sum(len(p) for p, _ in work),
             "step_ms": 1000 * elapsed / steps, "forward_ms": 1000 * forward_time[0] / steps,
             "prefill_steps": split["prefill"][0], "prefill_s": split["prefill"][1],
             "decode_steps": split["decode"][0], "decode_s": split["decode"][1]}
@@ -112,9 +114,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--skip-sequential", action="store_true", help="skip (a), the slowest part")
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument("--fast-ab", type=int, metavar="ROUNDS", default=0,
+                        help="only the engine, ROUNDS x (fast path off, on) interleaved; prints their ratio")
+    parser.add_argument("--model-id", type=Path, help="with --fast-ab: this checkpoint instead of the random Llama")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     work = workload(args.requests, args.seed)
+    if args.fast_ab:
+        return fast_ab(args, work)
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = build_model(Path(tmp))
         results = {"engine": run_engine(model_dir, work, args.concurrency),
@@ -137,6 +144,34 @@ def main(argv: list[str] | None = None) -> None:
           f"{engine['prefill_s']:.2f} s, {engine['decode_steps']} decode-only steps {engine['decode_s']:.2f} s")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
+
+
+def fast_ab(args, work) -> None:
+    """The engine with server/cpu_ops.py's fast path off then on, `args.fast_ab` rounds interleaved (the machine is
+    shared: adjacent runs see the same load); tokens/s per run and the on/off ratio of each round."""
+    from server.cpu_ops import DISABLE_ENV
+
+    with tempfile.TemporaryDirectory() as tmp:
+        model_dir = args.model_id or build_model(Path(tmp))
+        if args.model_id:  # the workload's ids must fit the checkpoint's vocabulary
+            vocab = json.loads((model_dir / "config.json").read_text())["vocab_size"]
+            work = [([t % vocab for t in p], m) for p, m in work]
+        ratios, cpu_ratios = [], []  # wall tok/s on/off; CPU seconds off/on (less disturbed by other load)
+        for r in range(args.fast_ab):
+            rates, cpu = {}, {}
+            for label, off in (("off", "1"), ("on", "")):
+                os.environ[DISABLE_ENV] = off
+                e = run_engine(model_dir, work, args.concurrency)
+                rates[label], cpu[label] = e["tokens"] / e["seconds"], e["cpu_s"]
+                print(f"round {r} fast path {label:>3}: {rates[label]:8.1f} tok/s, {e['cpu_s']:.2f} CPU-s, "
+                      f"step {e['step_ms']:.2f} ms, forward {e['forward_ms']:.2f} ms, "
+                      f"decode-only steps {e['decode_s']:.2f} s", flush=True)
+            ratios.append(rates["on"] / rates["off"])
+            cpu_ratios.append(cpu["off"] / cpu["on"])
+        os.environ.pop(DISABLE_ENV, None)
+    print(f"fast path on/off, {args.threads} threads: " + ", ".join(f"{x:.2f}x" for x in ratios)
+          + f" (median {sorted(ratios)[len(ratios) // 2]:.2f}x); process CPU-s off/on: "
+          + ", ".join(f"{x:.2f}x" for x in cpu_ratios) + f" (median {sorted(cpu_ratios)[len(cpu_ratios) // 2]:.2f}x)")
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ import torch
 from server.attention import AttentionUnavailableError, attention_backend
 from server.block_manager import BlockManager
 from server.config import ConfigError, EngineConfig
+from server.cpu_threads import default_num_threads
 from server.loader import load_checkpoint
 from server.model_runner import ModelRunner
 from server.protocol import (EngineInfo, EngineRequest, EngineStats, FinishReason, StepInfo, TokenEvent, TopToken,
@@ -42,8 +43,8 @@ class Engine:
         self.config = config
         device = config.device or ("cuda" if torch.cuda.is_available() else "cpu")
         dtype = config.dtype or ("bfloat16" if device.startswith("cuda") else "float32")
-        if config.num_threads and device == "cpu":
-            torch.set_num_threads(config.num_threads)
+        if device == "cpu":  # the CPUs this process may use, not torch's count of the host's cores
+            torch.set_num_threads(config.num_threads or default_num_threads())
         self.checkpoint, model = load_checkpoint(config.model_id, dtype, device)
         attention = config.attention or ("triton" if device.startswith("cuda") else "cpp")
         try:

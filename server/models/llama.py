@@ -3,6 +3,10 @@ tied or untied embeddings, Mistral's sliding window.
 
 Tokens of all sequences of a step are flattened into one batch dimension (num_tokens, hidden): no padding. Weight
 names follow Hugging Face's `LlamaForCausalLM`; q/k/v and gate/up are fused at load time (one matmul each).
+
+On CPU in float32 the forward takes server/cpu_ops.py's fast path (decided at the first forward): fused C++ RMSNorm
+with the residual add, rotary in place on the qkv rows, SiLU-and-mul, and column-major linear weights. Elsewhere, or
+with the path disabled, the plain torch formulas below run; both agree to float32 rounding.
 """
 from __future__ import annotations
 
@@ -11,9 +15,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from server import cpu_ops
 from server.attention import AttentionMetadata
 
 
@@ -78,12 +82,7 @@ class RotaryEmbedding(nn.Module):
         # q (T, heads, d), k (T, kv_heads, d); HF's rotate-half layout.
         cos = self.cos[positions].unsqueeze(1).to(q.dtype)
         sin = self.sin[positions].unsqueeze(1).to(q.dtype)
-        return q * cos + _rotate_half(q) * sin, k * cos + _rotate_half(k) * sin
-
-
-def _rotate_half(x: torch.Tensor) -> torch.Tensor:
-    half = x.shape[-1] // 2
-    return torch.cat([-x[..., half:], x[..., :half]], dim=-1)
+        return cpu_ops.rotary_reference(q, cos, sin), cpu_ops.rotary_reference(k, cos, sin)
 
 
 class RMSNorm(nn.Module):
@@ -93,10 +92,7 @@ class RMSNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        dtype = x.dtype
-        x = x.float()
-        x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
-        return self.weight * x.to(dtype)
+        return cpu_ops.rms_norm_reference(x, self.weight, self.eps)
 
 
 AttentionFn = Callable[..., torch.Tensor]
@@ -113,13 +109,17 @@ class Attention(nn.Module):
         self.scale = self.head_dim ** -0.5
         self.sliding_window = cfg.sliding_window
 
-    def forward(self, x, positions, rotary, kv_cache, meta, attn_fn: AttentionFn, write_fn: WriteKVFn):
+    def forward(self, x, positions, rotary, kv_cache, meta, attn_fn: AttentionFn, write_fn: WriteKVFn,
+                fused: bool = False):
         qkv = self.qkv_proj(x)  # (T, q_size + 2 * kv_size)
+        if fused:  # q and k heads rotated in place in the qkv rows; the views below see the result
+            cpu_ops.rotary_(qkv, positions, rotary.cos, rotary.sin, self.num_heads + self.num_kv_heads, self.head_dim)
         q, k, v = qkv.split([self.q_size, self.kv_size, self.kv_size], dim=-1)
         q = q.view(-1, self.num_heads, self.head_dim)
         k = k.view(-1, self.num_kv_heads, self.head_dim)
         v = v.view(-1, self.num_kv_heads, self.head_dim)
-        q, k = rotary(positions, q, k)
+        if not fused:
+            q, k = rotary(positions, q, k)
         k_cache, v_cache = kv_cache
         write_fn(k, v, k_cache, v_cache, meta.slot_mapping)
         out = attn_fn(q, k_cache, v_cache, meta, self.scale, self.sliding_window)  # (T, heads, d)
@@ -133,9 +133,10 @@ class MLP(nn.Module):
         self.gate_up_proj = nn.Linear(cfg.hidden_size, 2 * cfg.intermediate_size, bias=cfg.mlp_bias)
         self.down_proj = nn.Linear(cfg.intermediate_size, cfg.hidden_size, bias=cfg.mlp_bias)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        gate, up = self.gate_up_proj(x).split(self.intermediate_size, dim=-1)
-        return self.down_proj(F.silu(gate) * up)
+    def forward(self, x: torch.Tensor, fused: bool = False) -> torch.Tensor:
+        gate_up = self.gate_up_proj(x)  # (T, 2 * intermediate)
+        act = cpu_ops.silu_and_mul(gate_up) if fused else cpu_ops.silu_and_mul_reference(gate_up)
+        return self.down_proj(act)
 
 
 class DecoderLayer(nn.Module):
@@ -150,6 +151,14 @@ class DecoderLayer(nn.Module):
         x = x + self.self_attn(self.input_layernorm(x), positions, rotary, kv_cache, meta, attn_fn, write_fn)
         return x + self.mlp(self.post_attention_layernorm(x))
 
+    def forward_fused(self, h, residual, next_norm: RMSNorm, positions, rotary, kv_cache, meta, attn_fn, write_fn):
+        """The same layer on the fast path. h: this layer's normalised input (T, hidden); residual (T, hidden) is
+        updated in place (the running sum of the skip connections); returns next_norm(residual) for the next layer."""
+        attn = self.self_attn(h, positions, rotary, kv_cache, meta, attn_fn, write_fn, fused=True)
+        norm = self.post_attention_layernorm
+        h = cpu_ops.add_rms_norm_(attn, residual, norm.weight, norm.eps)
+        return cpu_ops.add_rms_norm_(self.mlp(h, fused=True), residual, next_norm.weight, next_norm.eps)
+
 
 class LlamaForCausalLM(nn.Module):
     def __init__(self, cfg: ModelConfig):
@@ -162,14 +171,33 @@ class LlamaForCausalLM(nn.Module):
         if cfg.tie_word_embeddings:
             self.lm_head.weight = self.embed_tokens.weight
         self.rotary = RotaryEmbedding(cfg)
+        self.fused: bool | None = None  # the CPU fast path; decided at the first forward, once weights are in place
 
     def forward(self, input_ids: torch.Tensor, positions: torch.Tensor, kv_caches: list[tuple[torch.Tensor, torch.Tensor]],
                 meta: AttentionMetadata, attn_fn: AttentionFn, write_fn: WriteKVFn) -> torch.Tensor:
         """input_ids, positions (T,) -> final hidden states (T, hidden)."""
+        if self.fused is None:
+            self._choose_path()
         x = self.embed_tokens(input_ids)
+        if self.fused:
+            return self._forward_fused(x, positions, kv_caches, meta, attn_fn, write_fn)
         for layer, kv_cache in zip(self.layers, kv_caches):
             x = layer(x, positions, self.rotary, kv_cache, meta, attn_fn, write_fn)
         return self.norm(x)
+
+    def _forward_fused(self, residual, positions, kv_caches, meta, attn_fn, write_fn) -> torch.Tensor:
+        first = self.layers[0].input_layernorm
+        h = cpu_ops.rms_norm(residual, first.weight, first.eps)
+        norms = [layer.input_layernorm for layer in self.layers[1:]] + [self.norm]
+        for layer, kv_cache, next_norm in zip(self.layers, kv_caches, norms):
+            h = layer.forward_fused(h, residual, next_norm, positions, self.rotary, kv_cache, meta, attn_fn, write_fn)
+        return h
+
+    def _choose_path(self) -> None:
+        weight = self.embed_tokens.weight
+        self.fused = cpu_ops.enabled(weight.device, weight.dtype)
+        if self.fused:
+            cpu_ops.use_column_major_weights(self)
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """(R, hidden) -> float32 logits (R, vocab)."""

@@ -1,0 +1,90 @@
+"""Where a steady decode step's time goes: torch.profiler over the engine's decode steps at N concurrent.
+
+Builds the engine on a checkpoint (the bundled model, or a random Llama like bench/engine_bench.py's), fills it with
+N requests until every sequence decodes, then profiles steps: prints the step wall time, the model forward's share,
+and the top ops by self CPU time (kernels vs the Python between them).
+
+    python -m bench.step_profile [--model models/rho-math-tiny | --random] [--concurrency 32] [--steps 40]
+"""
+from __future__ import annotations
+
+import argparse
+import random
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+
+def _fill(engine, n: int, prompt_len: int, vocab: int):
+    from server.protocol import EngineRequest, SamplingParams
+
+    rng = random.Random(0)
+    for i in range(n):
+        prompt = (1,) + tuple(rng.randrange(3, vocab) for _ in range(prompt_len - 1))
+        engine.submit(EngineRequest(f"r{i}", prompt, SamplingParams(max_new_tokens=4000, ignore_eos=True)))
+    while engine.scheduler.num_waiting or engine.stats().num_steps < 4:
+        engine.step()
+    for _ in range(10):
+        engine.step()
+
+
+def profile(model_dir: str, n: int, steps: int, prompt_len: int, top: int) -> None:
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as tprofile
+
+    from server.config import EngineConfig
+    from server.engine import Engine
+
+    engine = Engine(EngineConfig(model_id=model_dir))
+    _fill(engine, n, prompt_len, engine.checkpoint.vocab_size)
+    forward = [0.0]
+    original = engine.runner.forward
+
+    def timed(inputs):
+        t = time.perf_counter()
+        out = original(inputs)
+        forward[0] += time.perf_counter() - t
+        return out
+
+    engine.runner.forward = timed
+    t = time.perf_counter()
+    for _ in range(steps):
+        engine.step()
+    wall = (time.perf_counter() - t) / steps
+    print(f"{model_dir}: {n} concurrent, {torch.get_num_threads()} threads: step {1000 * wall:.2f} ms, "
+          f"model forward {1000 * forward[0] / steps:.2f} ms, rest of the step {1000 * (wall - forward[0] / steps):.2f} ms")
+    with tprofile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(steps):
+            engine.step()
+    events = prof.key_averages()
+    total = sum(e.self_cpu_time_total for e in events)
+    print(f"profiled self CPU time per step {total / steps / 1000:.2f} ms (profiler overhead included)")
+    print(f"{'op':<44}{'calls/step':>11}{'self ms/step':>13}{'share':>8}")
+    for e in sorted(events, key=lambda e: -e.self_cpu_time_total)[:top]:
+        print(f"{e.key[:43]:<44}{e.count / steps:>11.1f}{e.self_cpu_time_total / steps / 1000:>13.3f}"
+              f"{100 * e.self_cpu_time_total / total:>7.1f}%")
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="models/rho-math-tiny")
+    p.add_argument("--random", action="store_true", help="a random 7.5M Llama (hidden 256, 4 layers, vocab 8000)")
+    p.add_argument("--concurrency", type=int, default=32)
+    p.add_argument("--steps", type=int, default=40)
+    p.add_argument("--prompt-len", type=int, default=64)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--top", type=int, default=25)
+    a = p.parse_args(argv)
+    torch.set_num_threads(a.threads)
+    if not a.random:
+        return profile(a.model, a.concurrency, a.steps, a.prompt_len, a.top)
+    from bench.engine_bench import build_model
+
+    with tempfile.TemporaryDirectory() as tmp:
+        profile(str(build_model(Path(tmp))), a.concurrency, a.steps, a.prompt_len, a.top)
+
+
+if __name__ == "__main__":
+    main()
