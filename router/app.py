@@ -22,6 +22,7 @@ from router.chat_tokenize import simple_tokens
 from router.config import RouterConfig
 from router.errors import RouterError, ValidationError
 from router.http import BodyError, PayloadLimit, install_error_handlers, parse_body, read_json, to_model
+from router.overload import OverloadGate
 from router.state import RouterState, build_state
 from router.streaming import generate_response, sse_response, tgi_events
 from router.timing import generation_headers, stream_headers
@@ -244,6 +245,8 @@ def create_app(client, config: RouterConfig) -> FastAPI:
                   description="TGI-compatible text generation server")
     app.state.router = state
     install_error_handlers(app, _count_failure(state))
+    app.add_middleware(OverloadGate, infer=state.infer, metrics=state.metrics, api_key=config.api_key,
+                       compute_type=state.compute_type)  # inside CORS: refusals carry its headers too
     app.add_middleware(CORSMiddleware, allow_origins=list(config.cors_allow_origin) or ["*"],
                        allow_methods=["GET", "POST"], allow_headers=["content-type", "authorization"])
     app.add_middleware(PayloadLimit, limit=config.payload_limit)
