@@ -139,9 +139,10 @@ def _watermark(state: RouterState, text: str) -> dict:
 
 def _register_open(app: FastAPI, state: RouterState) -> None:
     async def health() -> Response:
-        if state.is_healthy():
+        problem = state.health_problem()
+        if problem is None:
             return Response(status_code=200)
-        return JSONResponse({"error": "unhealthy", "error_type": "healthcheck"}, status_code=503)
+        return JSONResponse({"error": f"unhealthy: {problem}", "error_type": "healthcheck"}, status_code=503)
 
     for path in ("/health", "/ping", "/"):
         app.add_api_route(path, health, methods=["GET"], tags=["TGI"], summary="Health check (503 when wedged)",

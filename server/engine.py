@@ -3,7 +3,8 @@
 Each step: drain the inbox (new requests, aborts) -> schedule -> one forward pass -> sample -> postprocess (append
 tokens, advance grammars, finish on EOS / length, free blocks) -> hand the step's `TokenEvent`s to the client in one
 call. A request whose processing raises fails alone (the step is retried one sequence at a time to find it); the loop
-keeps serving the others.
+keeps serving the others. A sequence whose logits come out NaN or inf (an overflow at run time) fails alone too, with a
+model error, and the engine reports itself unhealthy until a later step's logits are all finite.
 """
 from __future__ import annotations
 
@@ -31,6 +32,9 @@ from server.watermark import detect
 logger = logging.getLogger(__name__)
 
 CPU_DEFAULT_POOL_TOKENS = 32768
+# The sequence's error (router: 424 "Request failed during generation: ...", error_type "generation").
+NON_FINITE_MESSAGE = ("the model produced non-finite logits (NaN or inf) for this sequence; the model or its weights "
+                      "overflow in this dtype")
 EventCallback = Callable[[list[TokenEvent]], None]
 StepObserver = Callable[[StepInfo], None]
 
@@ -65,6 +69,8 @@ class Engine:
         self._pending: list[TokenEvent] = []  # refusals produced while the loop slept; sent with the next step
         self._step_observers: list[StepObserver] = []
         self._forward_s = 0.0  # of the current step
+        # False from a step whose logits held NaN/inf until a later step's are all finite (reported by /health).
+        self.logits_finite = True
         logger.info("engine ready: %d KV blocks of %d tokens, attention=%s, max_total_tokens=%d", num_blocks,
                     config.block_size, attention, self.max_total_tokens)
 
@@ -121,7 +127,7 @@ class Engine:
             alive=self._thread is None or self._thread.is_alive(),
             seconds_since_last_step=0.0 if started is None else time.monotonic() - started,
             num_steps=self._num_steps, num_prefill_tokens_total=self._num_prefill_tokens,
-            num_decode_tokens_total=self._num_decode_tokens)
+            num_decode_tokens_total=self._num_decode_tokens, logits_finite=self.logits_finite)
 
     # ----- the loop -----
     def _loop(self, on_events: EventCallback) -> None:
@@ -175,7 +181,8 @@ class Engine:
         self._forward_s += time.monotonic() - started
         for rows, logits in out.prompt_logits:
             rows.seq.record_prompt_logprobs(rows.start, self.sampler.prompt_logprobs(logits, rows.targets))
-        sampled = self.sampler(out.logits, out.seqs) if out.seqs else []
+        seqs, logits, broken = self._split_non_finite(out.logits, out.seqs) if out.seqs else ([], None, [])
+        sampled = self.sampler(logits, seqs) if seqs else []
         for chunk in chunks:
             self.scheduler.commit(chunk)
             n = chunk.num_new_tokens
@@ -183,11 +190,29 @@ class Engine:
                 self._num_decode_tokens += 1
             else:
                 self._num_prefill_tokens += n
-        for seq, token in zip(out.seqs, sampled):
+        for seq, token in zip(seqs, sampled):
             try:
                 self._append(seq, token, events)
             except Exception as e:
                 self._fail(seq, e, events)
+        for seq in broken:
+            self._fail(seq, NON_FINITE_MESSAGE, events)
+
+    def _split_non_finite(self, logits: torch.Tensor, seqs: list[Sequence]):
+        """logits (R, vocab) -> (seqs, logits) of the finite rows, and the sequences whose row holds NaN or inf.
+
+        One reduction and host sync per step; the per-row one runs only when it fails. Sets `logits_finite` (health).
+        """
+        if bool(torch.isfinite(logits).all()):
+            self.logits_finite = True
+            return seqs, logits, []
+        self.logits_finite = False
+        finite = torch.isfinite(logits).all(dim=-1).tolist()  # (R,) bools
+        keep = [r for r, ok in enumerate(finite) if ok]
+        broken = [seq for seq, ok in zip(seqs, finite) if not ok]
+        logger.warning("the model produced non-finite logits for %d of %d sequences; failing them", len(broken),
+                       len(seqs))
+        return [seqs[r] for r in keep], logits[keep], broken
 
     def _run_isolated(self, chunks: list[ScheduledChunk], events: list[TokenEvent]) -> None:
         """The batch raised: run each chunk alone so only the culprit fails."""

@@ -110,6 +110,7 @@ class EngineStats:
     num_steps: int = 0
     num_prefill_tokens_total: int = 0
     num_decode_tokens_total: int = 0
+    logits_finite: bool = True  # False from a step whose logits held NaN/inf until a later step's are all finite
 
 
 @dataclass(frozen=True)
