@@ -21,7 +21,7 @@ import json
 from router.auth import is_authorized
 from router.errors import OverloadedError
 
-RETRY_AFTER_S = 1  # about how long a short generation holds its permit (router.http.retry_after says the same)
+RETRY_AFTER_S = 1  # every 429's Retry-After (router.http too): about how long a short generation holds its permit
 
 
 def _encoded(status: int, body: bytes, content_type: bytes, extra: tuple = ()) -> tuple[int, tuple, bytes]:
