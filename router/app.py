@@ -142,7 +142,9 @@ def _register_open(app: FastAPI, state: RouterState) -> None:
         problem = state.health_problem()
         if problem is None:
             return Response(status_code=200)
-        return JSONResponse({"error": f"unhealthy: {problem}", "error_type": "healthcheck"}, status_code=503)
+        # TGI's body exactly; the reason (e.g. NaN logits, a wedged engine) goes in a header for operators.
+        return JSONResponse({"error": "unhealthy", "error_type": "healthcheck"}, status_code=503,
+                            headers={"x-unhealthy-reason": problem})
 
     for path in ("/health", "/ping", "/"):
         app.add_api_route(path, health, methods=["GET"], tags=["TGI"], summary="Health check (503 when wedged)",

@@ -56,7 +56,8 @@ def test_nan_logits_are_a_424_model_error_and_health_says_so_until_a_step_is_fin
         assert r.status_code == 424, r.text
         assert r.json()["error_type"] == "generation" and r.json()["error"].startswith(MESSAGE), r.text
         health = http.get("/health")
-        assert health.status_code == 503 and "non-finite logits" in health.json()["error"], health.text
+        assert health.status_code == 503 and health.json() == {"error": "unhealthy", "error_type": "healthcheck"}
+        assert "non-finite logits" in health.headers["x-unhealthy-reason"]
         assert http.post("/generate", json=GOOD).status_code == 200  # a finite step: healthy again
         assert http.get("/health").status_code == 200
         metrics = http.get("/metrics").text
