@@ -43,7 +43,8 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(a.threads)
     root = Path(tempfile.mkdtemp(prefix="slm-bench-"))
     tokens = a.batch * a.seq_len * (a.steps + 2)
-    corpora = pipeline.build_corpora(root, a.seq_len, a.seq_len * 8, tokens, max_number=20)
+    corpora = pipeline.build_corpora(root, a.seq_len, clean=a.seq_len * 40, base=a.seq_len * 8, noisy=tokens,
+                                     heldout=16, vocab=1024)
     model_cfg = pipeline.model_of(a.hidden, 4, 4)
     ref = root / "ref.pt"
     torch.manual_seed(0)

@@ -111,10 +111,14 @@ def _regrade(args: argparse.Namespace) -> int:
     executor = ExecutorConfig(unsafe=args.unsafe_executor)
     results = [regrade_file(output, args.workers, executor, args.grade_timeout) for output in outputs]
     print(format_regrade(results))
-    flipped = any(r.pred_flips or r.score_flips or r.timeout_mismatch for r in results)
+    flipped = any(r.pred_flips or r.score_flips for r in results)
     if args.check and any(r.timeout_mismatch for r in results):
-        print("rho-eval: the timeout counts differ from the stored metrics; on a loaded machine slow items pass "
-              f"the {args.grade_timeout:g} s limit: raise --grade-timeout", file=sys.stderr)  # fmt: skip
+        # A timeout is the grading machine's speed, not the grader's logic: an item near the limit (a 1,000-digit
+        # decimal through antlr's pure-Python parser takes 4-6 s here, under 3 s on the harness's machine) times out
+        # on one machine and not on another. It only fails the check when it changes a score (a score flip).
+        print("rho-eval: note: timeout counts differ from the stored metrics (table above) without changing any "
+              f"score; items near the {args.grade_timeout:g} s limit depend on this machine's speed "
+              "(--grade-timeout raises it)", file=sys.stderr)  # fmt: skip
     return 1 if args.check and flipped else 0
 
 

@@ -47,15 +47,15 @@ class DataConfig:
     """`slm-train data`: build a tokenized, packed corpus folder (and its tokenizer when none is given)."""
 
     out_dir: str = opt("runs/data", "output folder (tokens.npy, labels.npy, meta.json, tokenizer/)")
-    corpus: str = opt("clean", "built-in corpus or user files", ("clean", "noisy", "files"))
-    files: list = opt([], "user corpus files (.txt: blank-line separated documents, .jsonl: 'text' field, "
-                          ".parquet: 'text' column); with --corpus files")
-    num_tokens: int = opt(1_000_000, "approximate number of tokens to generate (built-in corpora)")
-    seq_len: int = opt(256, "packed sequence length (tokens per training row)")
-    seed: int = opt(0, "generator seed (built-in corpora)")
-    max_number: int = opt(20, "largest operand in built-in problems (smaller: an easier task)")
-    noise_level: float = opt(1.0, "multiplier on the noisy corpus's noise rates")
-    tokenizer: str = opt("", "existing tokenizer folder; empty: train one on this corpus")
+    corpus: str = opt("clean", "built-in arith corpus (clean: correct problems only; noisy: the labelled web-like "
+                               "mix of noise.MIX) or user files", ("clean", "noisy", "files"))
+    files: list = opt([], "user corpus files (.txt: documents separated by a line '<|endoftext|>', .jsonl: 'text' "
+                          "field, .parquet: 'text' column); with --corpus files")
+    num_tokens: int = opt(1_000_000, "approximate number of tokens (built-in corpora; at most, for files)")
+    seq_len: int = opt(256, "row length; whole documents are packed first-fit, the rest is masked padding")
+    seed: int = opt(0, "generator and shuffling seed (built-in corpora)")
+    wrong_share: float = opt(0.3, "share of the noisy corpus's problems with one wrong (propagated) step")
+    tokenizer: str = opt("", "existing tokenizer folder; empty: train one (on the built-in kinds or the files)")
     vocab_size: int = opt(1024, "vocabulary size of a newly trained tokenizer")
 
 
@@ -85,7 +85,9 @@ class TrainConfig:
     seed: int = opt(0, "model initialisation seed")
     data_seed: int = opt(0, "data order seed (same for all arms of an experiment)")
     eval_every: int = opt(50, "steps between held-out clean-loss evaluations (0: off)")
-    eval_data: str = opt("", "packed held-out corpus folder for the clean loss")
+    eval_data: str = opt("", "held-out folder (heldout.py: problems.jsonl) for the clean loss and exact-solution "
+                             "accuracy, or a packed corpus folder for the loss only")
+    eval_problems: int = opt(0, "held-out problems used by the in-training evaluation (0: all of them)")
     ckpt_every: int = opt(0, "steps between checkpoints (0: only the final one)")
     keep_ckpts: bool = opt(False, "keep every periodic checkpoint as ckpt_<tokens>.pt (for accuracy curves)")
     resume: bool = opt(False, "resume from out_dir/ckpt.pt when it exists")

@@ -1,25 +1,26 @@
-"""Document sources: the built-in clean and noisy math corpora and user files (.txt, .jsonl, .parquet).
+"""Document sources: the built-in `arith` corpora (clean set, noisy mix) and user files (.txt, .jsonl, .parquet).
 
 Every source yields documents as lists of (text, label) segments; label 0 is clean (user files are all clean).
+`builtin_kinds` gives, for a built-in corpus, each kind's endless document stream and its share of the tokens.
 """
 from __future__ import annotations
 
 import json
-import random
 from collections.abc import Iterator
 from pathlib import Path
 
 from slm_train.config import SLMError
-from slm_train.math_corpus import document
-from slm_train.noise import noisy_document
+from slm_train.noise import MIX, documents_of
 
 Segments = list[tuple[str, int]]
 
 
-def builtin_documents(kind: str, seed: int, max_number: int, noise_level: float = 1.0) -> Iterator[Segments]:
-    r = random.Random(seed)
-    while True:
-        yield [(document(r, max_number), 0)] if kind == "clean" else noisy_document(r, max_number, noise_level)
+def builtin_kinds(corpus: str, seed: int, wrong_share: float) -> dict[str, tuple[Iterator[Segments], float]]:
+    """kind -> (documents, token share); each kind has its own seed derived from the corpus seed."""
+    if corpus == "clean":
+        return {"clean": (documents_of("clean", seed), 1.0)}
+    return {kind: (documents_of(kind, seed * 100 + i, wrong_share), share) for i, (kind, share) in
+            enumerate(MIX.items())}
 
 
 def file_documents(paths: list[str]) -> Iterator[Segments]:

@@ -1,12 +1,12 @@
 """Held-out evaluation of an exported model: greedy answer accuracy on clean word problems, generated through
-rho-serve's engine (the same path that serves the model), in the `Question: ...\nAnswer:` format.
+rho-serve's engine (the same path that serves the model), in the `Question: ...\nAnswer:` format, stopping at EOS.
 """
 from __future__ import annotations
 
 import re
 from pathlib import Path
 
-from slm_train.math_corpus import Problem
+from slm_train.arith import Problem
 
 ANSWER = re.compile(r"The answer is (-?[\d,]+)")
 
@@ -22,14 +22,9 @@ def extract_answer(text: str) -> int | None:
         return None
 
 
-def prompt_text(problem: Problem, shots: list[Problem]) -> str:
-    prefix = "".join(f"{s.text()}\n\n\n" for s in shots)
-    return f"{prefix}Question: {problem.question}\nAnswer:"
-
-
-def accuracy(model_dir: Path, problems: list[Problem], shots: list[Problem] = (), max_new_tokens: int = 80,
-             num_threads: int | None = None) -> dict:
-    """Greedy generation for every problem in one engine batch; returns accuracy and the completions."""
+def accuracy(model_dir: Path, problems: list[Problem], max_new_tokens: int = 64, num_threads: int | None = None,
+             keep: int = 5) -> dict:
+    """Greedy generation for every problem in one engine batch; returns accuracy and the first `keep` completions."""
     from server.config import EngineConfig
     from server.engine import Engine
     from server.protocol import EngineRequest, SamplingParams
@@ -37,20 +32,13 @@ def accuracy(model_dir: Path, problems: list[Problem], shots: list[Problem] = ()
     engine = Engine(EngineConfig(model_id=str(model_dir), num_threads=num_threads))
     tok = engine.checkpoint.tokenizer
     params = SamplingParams(max_new_tokens=max_new_tokens)
-    requests = [EngineRequest(f"p{i}", tuple(tok(prompt_text(p, list(shots))).input_ids), params)
-                for i, p in enumerate(problems)]
+    requests = [EngineRequest(f"p{i}", tuple(tok(p.prompt()).input_ids), params) for i, p in enumerate(problems)]
     results = engine.generate(requests)
     completions = [tok.decode([e.token_id for e in results[f"p{i}"] if e.error is None], skip_special_tokens=True)
                    for i in range(len(problems))]
     predictions = [extract_answer(c) for c in completions]
     correct = [a == p.answer for a, p in zip(predictions, problems)]
-    return {"accuracy": sum(correct) / len(problems), "num": len(problems), "completions": completions,
+    exact = [c.strip() == p.solution.strip() for c, p in zip(completions, problems)]
+    return {"accuracy": sum(correct) / len(problems), "exact_solution": sum(exact) / len(problems),
+            "num": len(problems), "completions": completions[:keep],
             "distinct_answers": len(set(predictions) - {None})}
-
-
-def constant_answer_accuracy(problems: list[Problem]) -> float:
-    """Accuracy of always answering the most frequent answer: the floor a degenerate model reaches."""
-    counts: dict[int, int] = {}
-    for p in problems:
-        counts[p.answer] = counts.get(p.answer, 0) + 1
-    return max(counts.values()) / len(problems)

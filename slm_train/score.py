@@ -39,7 +39,7 @@ def score(cfg: ScoreConfig) -> Path:
         _score_shard(model, data, k, cfg, out, device)
     meta = {"num_seqs": data.num_seqs, "seq_len": data.seq_len, "shard_seqs": cfg.shard_seqs,
             "data_dir": str(Path(cfg.data_dir).resolve()), "ckpt": str(cfg.ckpt), "config": dataclasses.asdict(cfg),
-            "mean_loss_by_label": _mean_by_label(data, out, cfg.shard_seqs)}
+            **_by_label(data, out, cfg.shard_seqs)}
     (out / "meta.json").write_text(json.dumps(meta, indent=1))
     return out
 
@@ -57,12 +57,21 @@ def _score_shard(model, data: PackedData, k: int, cfg: ScoreConfig, out: Path, d
     os.replace(tmp, shard_path(out, k))
 
 
-def _mean_by_label(data: PackedData, out: Path, shard_seqs: int) -> dict[str, float]:
+HIST_BINS = np.linspace(0.0, 12.0, 49)  # reference-loss histogram edges (nats)
+
+
+def _by_label(data: PackedData, out: Path, shard_seqs: int) -> dict:
+    """Mean reference loss and loss histogram of each label (targets only: no padding, no row-first token)."""
     scores = ReferenceScores(out, data, shard_seqs)
-    losses = np.concatenate([np.load(shard_path(out, k)) for k in range(scores.num_shards)]).ravel()
-    labels = np.asarray(data.labels).ravel()
-    return {name: float(losses[labels == i].mean()) for i, name in enumerate(data.meta["labels"])
-            if (labels == i).any()}
+    losses = np.concatenate([np.load(shard_path(out, k)) for k in range(scores.num_shards)])[:, 1:].ravel()
+    labels = np.asarray(data.labels)[:, 1:].ravel()
+    means, hists = {}, {}
+    for i, name in enumerate(data.meta["labels"]):
+        x = losses[labels == i]
+        if len(x):
+            means[name] = float(x.mean())
+            hists[name] = np.histogram(np.clip(x, 0, HIST_BINS[-1]), HIST_BINS)[0].tolist()
+    return {"mean_loss_by_label": means, "loss_histogram_by_label": hists, "histogram_edges": HIST_BINS.tolist()}
 
 
 class ReferenceScores:

@@ -21,13 +21,11 @@ from tqdm import tqdm
 
 from slm_train import checkpoint, distributed
 from slm_train.config import SLMError, TrainConfig
-from slm_train.data import PackedData
+from slm_train.data import PackedData, valid_targets
+from slm_train.heldout import HeldoutSet
 from slm_train.model import Llama
 from slm_train.score import ReferenceScores
 from slm_train.select import excess_loss, random_scores, top_k_mask
-
-EVAL_ROWS = 16  # held-out rows scored at each evaluation (the same rows every time, for every arm)
-
 
 def lr_at(cfg: TrainConfig, step: int, num_steps: int) -> float:
     if step < cfg.warmup_steps:
@@ -73,7 +71,7 @@ class Trainer:
         torch.set_num_threads(cfg.num_threads)
         self.data = PackedData(cfg.data_dir)
         self.scores = ReferenceScores(cfg.scores_dir, self.data) if cfg.scores_dir else None
-        self.eval_data = PackedData(cfg.eval_data) if cfg.eval_data else None
+        self.eval_data = HeldoutSet(cfg.eval_data, limit=cfg.eval_problems) if cfg.eval_data else None  # the same rows for every arm
         self.out = Path(cfg.out_dir)
         self.out.mkdir(parents=True, exist_ok=True)
         self.model = build_model(cfg, self.data.meta["vocab_size"]).to(self.d.device)
@@ -103,10 +101,10 @@ class Trainer:
         start = micro * per_micro + d.rank * per_rank
         return rows[start:start + per_rank]
 
-    def select(self, loss: torch.Tensor, rows: np.ndarray, micro: int, mode: str) -> torch.Tensor:
-        """Boolean mask (b, T) of the tokens whose loss is trained on this micro-step."""
-        valid = torch.ones_like(loss, dtype=torch.bool)
-        valid[:, 0] = False  # the first token of a row has no context
+    def select(self, loss: torch.Tensor, labels: torch.Tensor, rows: np.ndarray, micro: int,
+               mode: str) -> torch.Tensor:
+        """Boolean mask (b, T) of the tokens whose loss is trained on this micro-step (never padding)."""
+        valid = valid_targets(labels)
         if mode == "clm":
             return valid
         if mode == "slm":
@@ -127,9 +125,9 @@ class Trainer:
         tokens, labels = tokens.to(self.d.device), labels.to(self.d.device)
         with torch.autocast(self.d.device.split(":")[0], torch.bfloat16, enabled=self.cfg.bf16):
             loss = self.ddp(tokens)  # (b, T) float32 per-token CE
-        mask = self.select(loss, rows, micro, self.cfg.mode)
+        mask = self.select(loss, labels, rows, micro, self.cfg.mode)
         # A clm run given reference scores logs its loss on the tokens SLM would select (the paper's Fig. 6).
-        shadow = self.select(loss, rows, micro, "slm") if self.cfg.mode == "clm" and self.scores else mask
+        shadow = self.select(loss, labels, rows, micro, "slm") if self.cfg.mode == "clm" and self.scores else mask
         num_selected = distributed.all_sum(self.d, mask.sum().float())
         # DDP averages gradients over ranks: scale by world size so the result is sum(selected CE) / num_selected.
         scaled = (loss * mask).sum() * self.d.world_size / (num_selected * self.cfg.grad_accum)
@@ -139,8 +137,7 @@ class Trainer:
     def _stats(self, loss: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """[sum CE all, n all, sum CE selected, n selected, selected per label..., tokens per label...,
         sum CE per label...]."""
-        valid = torch.ones_like(mask)
-        valid[:, 0] = False
+        valid = valid_targets(labels)
         per_label = [((labels == i) & valid) for i in range(len(self.labels))]
         return torch.tensor([(loss * valid).sum(), valid.sum(), (loss * mask).sum(), mask.sum()]
                             + [(m & mask).sum() for m in per_label] + [m.sum() for m in per_label]
@@ -175,17 +172,9 @@ class Trainer:
                 "label_count": {name: int(tot[i]) for i, name in enumerate(self.labels) if tot[i] > 0}}
 
     # ----- evaluation, checkpoints, the loop -----
-    @torch.no_grad()
-    def evaluate(self, max_rows: int = EVAL_ROWS) -> float:
-        """Mean loss over the tokens of the held-out clean corpus (its first max_rows rows)."""
-        self.model.eval()
-        tokens, _ = self.eval_data.rows(np.arange(min(max_rows, self.eval_data.num_seqs)))
-        total, count = 0.0, 0
-        for chunk in tokens.split(16):
-            loss = self.model(chunk.to(self.d.device))[:, 1:]
-            total, count = total + float(loss.sum()), count + loss.numel()
-        self.model.train()
-        return total / count
+    def evaluate(self) -> dict:
+        """Held-out clean loss and teacher-forced exact-solution accuracy (heldout.py)."""
+        return self.eval_data.evaluate(self.model, self.d.device)
 
     def save(self, name: str = "ckpt.pt", with_optimizer: bool = True) -> None:
         if self.d.is_main:
@@ -196,7 +185,7 @@ class Trainer:
         cfg, last = self.cfg, self.step == self.num_steps
         if self.eval_data is not None and self.d.is_main and cfg.eval_every and (
                 self.step % cfg.eval_every == 0 or last):
-            log({"step": self.step, "tokens": self.step * self.tokens_per_step, "eval_loss": self.evaluate()})
+            log({"step": self.step, "tokens": self.step * self.tokens_per_step, **self.evaluate()})
         if last or (cfg.ckpt_every and self.step % cfg.ckpt_every == 0):
             self.save()
             if cfg.keep_ckpts and not last:
@@ -216,7 +205,7 @@ class Trainer:
             print(f"slm-train {cfg.mode}: {self.model.num_params():,} params, {self.num_steps} steps of "
                   f"{self.tokens_per_step} tokens, world size {self.d.world_size}, config {json.dumps(dataclasses.asdict(cfg))}")
         if self.eval_data is not None and self.step == 0 and self.d.is_main and cfg.eval_every:
-            log({"step": 0, "tokens": 0, "eval_loss": self.evaluate()})
+            log({"step": 0, "tokens": 0, **self.evaluate()})
         bar = tqdm(total=self.num_steps, initial=self.step, disable=not (cfg.progress and self.d.is_main),
                    desc=cfg.mode)
         self.model.train()

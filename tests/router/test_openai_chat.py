@@ -230,5 +230,5 @@ def test_bundled_model_chats_in_its_question_answer_format():
     text = template.render([{"role": "system", "content": "Solve."}, {"role": "user", "content": "What is 2+3?"},
                             {"role": "assistant", "content": "2 + 3 = 5. The answer is 5."},
                             {"role": "user", "content": "And 4+4?"}])
-    assert text == ("<s>Solve.\n\nQuestion: What is 2+3?\nAnswer: 2 + 3 = 5. The answer is 5.\n\n"
+    assert text == ("<s> Solve.\n\nQuestion: What is 2+3?\nAnswer: 2 + 3 = 5. The answer is 5.\n\n"
                     "Question: And 4+4?\nAnswer:")

@@ -1,4 +1,5 @@
-"""A toy corpus set (clean, noisy, held-out; tokenizer trained here) and a toy model shape, built once per session."""
+"""A toy `arith` corpus set (clean set, base and arms' noisy corpora, held-out problems; tokenizer trained here) and
+a toy model shape, built once per session."""
 from __future__ import annotations
 
 import pytest
@@ -13,10 +14,10 @@ TOY_MODEL = ModelConfig(hidden_size=64, intermediate_size=128, num_hidden_layers
 @pytest.fixture(scope="session")
 def toy_corpora(tmp_path_factory):
     root = tmp_path_factory.mktemp("slm-corpora")
-    return pipeline.build_corpora(root, seq_len=64, clean_tokens=12_000, noisy_tokens=16_000, max_number=10)
+    return pipeline.build_corpora(root, seq_len=128, clean=12_000, base=4_000, noisy=16_000, heldout=24, vocab=1024)
 
 
 def toy_train_config(**kw) -> TrainConfig:
-    base = dict(model=TOY_MODEL, batch_size=8, lr=3e-3, min_lr=3e-4, warmup_steps=2, max_tokens=8 * 64 * 6,
+    base = dict(model=TOY_MODEL, batch_size=4, lr=3e-3, min_lr=3e-4, warmup_steps=2, max_tokens=4 * 128 * 6,
                 num_threads=1, progress=False, eval_every=3)
     return TrainConfig(**{**base, **kw})

@@ -1,5 +1,6 @@
-"""The bundled default model (models/rho-math-tiny): size, layout, context, and engine/transformers agreement on the
-evaluation harness's own few-shot GSM8K prompt (tests/shared_data.py says where it is read from)."""
+"""The bundled default model (models/rho-math-tiny): size, layout, context, engine/transformers agreement on the
+evaluation harness's own few-shot GSM8K prompt (tests/shared_data.py says where it is read from), and the README's
+example answered correctly."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -39,3 +40,28 @@ def test_bundled_model_holds_a_few_shot_prompt_and_engine_matches_transformers(m
         expected = ref(torch.tensor([ids])).logits[0].float()
     got = engine.prompt_logits(ids)
     assert torch.allclose(got, expected, atol=1e-4, rtol=0), (got - expected).abs().max()
+
+
+def test_bundled_model_answers_the_readme_example_through_the_engine(make_engine):
+    """The README's curl example is an `arith` problem; the bundled model solves it greedily (3 * 4 + 5 = 17)."""
+    from server.protocol import EngineRequest, SamplingParams
+
+    question = "Question: Tom has 3 boxes of 4 apples and 5 loose apples. How many apples does Tom have?\\nAnswer:"
+    assert question in (ROOT / "README.md").read_text()
+    engine = make_engine(model_id=str(MODEL), num_threads=1)
+    tok = engine.checkpoint.tokenizer
+    ids = tuple(tok(question.replace("\\n", "\n")).input_ids)
+    events = engine.generate([EngineRequest("r", ids, SamplingParams(max_new_tokens=48))])["r"]
+    text = tok.decode([e.token_id for e in events if e.error is None], skip_special_tokens=True)
+    assert text.strip() == "3 * 4 = 12. 12 + 5 = 17. The answer is 17.", text
+
+
+def test_chat_template_prompt_has_the_training_tokens():
+    """A chat user message renders to exactly the token ids of the training format `<s>Question: ...\\nAnswer:`."""
+    from transformers import AutoTokenizer
+
+    from router.chat_template import load_chat_template
+
+    tok = AutoTokenizer.from_pretrained(MODEL)
+    text = load_chat_template(MODEL, tok).render([{"role": "user", "content": "Tom has 3 boxes of 4 apples."}])
+    assert tok(text, add_special_tokens=False).input_ids == tok("Question: Tom has 3 boxes of 4 apples.\nAnswer:").input_ids

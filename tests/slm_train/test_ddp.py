@@ -75,5 +75,6 @@ def test_two_process_slm_with_global_ranking_matches_one_process(runs):
 
 def test_local_ranking_selects_per_rank_and_differs_from_global(runs):
     local = _log(runs / "local2")
-    assert all(abs(r["selected"] - 0.5) < 1e-9 for r in local)  # each rank: exactly half of its valid tokens
+    # each rank selects ceil(half) of its own valid tokens (rows end in masked padding, so counts may be odd)
+    assert all(0.5 <= r["selected"] < 0.5 + 0.01 for r in local)
     assert _max_diff(runs / "slm2", runs / "local2") > 1e-6

@@ -1,4 +1,5 @@
-"""The experiment's report arithmetic (report.py) on hand-made results, and the whole experiment (slow)."""
+"""The experiment end to end at toy size (job graph, 2 worker processes, resumption by result.json), the report
+it writes (table, acceptance criteria, figures), and the report arithmetic on hand-made curves."""
 from __future__ import annotations
 
 import json
@@ -6,55 +7,59 @@ import json
 import numpy as np
 import pytest
 
-from slm_train.report import tokens_to_reach, write_report
+from slm_train.acceptance import criteria, speedups
+from slm_train.results import tokens_to_reach
 
 
 def test_tokens_to_reach_interpolates_and_says_never():
     xs, ys = np.array([0.0, 100.0, 200.0]), np.array([3.0, 2.0, 1.0])
     assert tokens_to_reach(xs, ys, 1.5, lower_is_better=True) == pytest.approx(150.0)
     assert tokens_to_reach(xs, ys, 0.5, lower_is_better=True) is None
-    assert tokens_to_reach(xs, np.array([0.0, 0.2, 0.4]), 0.3, lower_is_better=False) == pytest.approx(150.0)
+    assert tokens_to_reach(xs, np.array([0.0, 0.2, 0.4]), 0.3) == pytest.approx(150.0)
 
 
-def _run(final_loss: float, acc: float, share_clean: float) -> dict:
-    xs = [0, 1000, 2000]
-    losses = [4.0, (4.0 + final_loss) / 2, final_loss]
-    return {"accuracy_curve": [{"tokens": x, "accuracy": acc * i / 2} for i, x in enumerate(xs)],
-            "eval_curve": [{"tokens": x, "eval_loss": v} for x, v in zip(xs, losses)],
-            "train_curve": [{"tokens": x, "loss": v, "loss_selected": v - 0.5, "loss_unselected": v + 1,
-                             "loss_clean": v - 0.2, "loss_noise": v + 2} for x, v in zip(xs, losses)],
-            "selected_share": {"clean": share_clean, "random": 0.1},
-            "final": {"eval_loss": final_loss, "accuracy": acc}}
+def _run(curve: list[float], acc: float, wrong: float = 0.5, result: float = 0.9) -> dict:
+    return {"eval_curve": [{"tokens": 100 * i, "eval_loss": 1.0, "tf_accuracy": v} for i, v in enumerate(curve)],
+            "selected_share": {"wrong": wrong, "result": result}, "final": {"accuracy": acc, "eval_loss": 1.0}}
 
 
-def test_report_compares_slm_with_the_baseline(tmp_path):
+def test_criteria_on_hand_made_results():
     runs = {}
-    for seed in range(3):
-        runs[f"clm/seed{seed}"] = _run(2.0 + 0.01 * seed, 0.2, 0.8)
-        runs[f"slm60/seed{seed}"] = _run(1.5 + 0.01 * seed, 0.4, 0.9)
-        runs[f"random60/seed{seed}"] = _run(2.2, 0.1, 0.6)
-    results = {"preset": "hand", "preset_values": {"model": (64, 2, 4), "seq_len": 64, "batch": 8, "lr": 1e-3,
-                                                   "base": 1, "ref": 1, "arm": 2000, "problems": 10},
-               "base": [{"eval_loss": 4.0}], "reference": [{"eval_loss": 1.0}], "base_accuracy": 0.0,
-               "reference_accuracy": 0.5, "mean_ref_loss_by_label": {"clean": 1.0, "random": 7.0}, "runs": runs}
-    report = write_report(results, tmp_path)
-    text = report.read_text()
-    assert "| slm60 | 3 | 1.5100 ± 0.0100 | 40.0% ± 0.0 | 90% | 10% |" in text
-    summary = json.loads((tmp_path / "results.json").read_text())["summary"]
-    loss = summary["comparison"]["eval_loss"]
-    # slm60's curve 4.0 -> 2.755 -> 1.51 reaches clm's final 2.01 at 1000 + (2.01-2.755)/(1.51-2.755)*1000 tokens
-    assert loss["slm60_tokens_to_reach_clm_final"] == pytest.approx(1000 + 0.745 / 1.245 * 1000, rel=1e-6)
-    assert loss["clm_tokens_to_reach_slm60_final"] is None
-    for name in ("fig1_accuracy_vs_tokens.png", "fig9_ratio_sweep.png", "fig6_selected_unselected_loss.png"):
-        assert (tmp_path / name).stat().st_size > 10_000
+    for s in range(3):
+        runs[f"clm/seed{s}"] = _run([0.0, 0.1, 0.15, 0.2, 0.2], 0.20 + 0.01 * s)
+        runs[f"slm60/seed{s}"] = _run([0.0, 0.3, 0.4, 0.45, 0.5], 0.50 + 0.01 * s, wrong=0.3, result=0.85)
+        runs[f"slm20/seed{s}"] = _run([0.0, 0.1, 0.1, 0.1, 0.1], 0.10)
+        runs[f"random60/seed{s}"] = _run([0.0, 0.1, 0.1, 0.1, 0.2], 0.15)
+    results = {"runs": runs, "floors": {"most_frequent_answer": 0.04, "last_number_in_question": 0.05},
+               "stages": {f"reference/seed{s}": _run([0.0, 0.6], 0.60) for s in range(3)}}
+    got = {c["n"]: c["met"] for c in criteria(results)}
+    assert got == {1: True, 2: True, 3: True, 4: True, 5: True, 6: True}
+    # slm60's mean curve reaches clm's final 0.2 at 100 * 0.2 / 0.3 tokens: a 400 / 66.7 = 6x speed-up
+    assert speedups([runs[f"clm/seed{s}"] for s in range(3)],
+                    [runs[f"slm60/seed{s}"] for s in range(3)])["speedup"] == pytest.approx(6.0)
+    results["stages"] = {f"reference/seed{s}": _run([0.0, 0.25], 0.25) for s in range(3)}
+    assert not next(c for c in criteria(results) if c["n"] == 2)["met"]
 
 
-@pytest.mark.slow
-def test_tiny_experiment_end_to_end(tmp_path):
+def test_tiny_experiment_end_to_end_with_two_workers_and_resumption(tmp_path):
     from slm_train.experiment import ExperimentConfig, run
 
-    report = run(ExperimentConfig(preset="tiny", out_dir=str(tmp_path / "runs"), report_dir=str(tmp_path / "r"),
-                                  seeds=1, num_threads=1))
-    text = report.read_text()
-    for arm in ("clm", "slm40", "slm60", "slm80", "random60"):
-        assert f"| {arm} | 1 |" in text
+    cfg = ExperimentConfig(preset="tiny", out_dir=str(tmp_path / "runs"), report_dir=str(tmp_path / "r"), seeds=2,
+                           workers=2, ratios=["0.6"])
+    text = run(cfg).read_text()
+    for arm in ("clm", "slm60", "random60", "base", "reference"):
+        assert f"| {arm} | 2 |" in text
+    for n in range(1, 7):
+        assert f"\n{n}. **" in text
+    for name in ("fig1_accuracy_vs_tokens.png", "fig9_ratio_sweep.png", "fig6_selected_unselected_loss.png",
+                 "fig_selection_share.png", "fig_reference_loss_hist.png"):
+        assert (tmp_path / "r" / name).stat().st_size > 10_000
+    results = json.loads((tmp_path / "r" / "results.json").read_text())
+    assert results["heldout"]["problems"] == 16 and len(results["runs"]) == 6
+    curve = results["runs"]["slm60/seed1"]["eval_curve"]
+    assert len(curve) >= 3 and curve[0]["tokens"] == 0
+    # a finished job is not run again: its result.json stays as it was
+    marker = tmp_path / "runs" / "seed1" / "slm60" / "result.json"
+    before = marker.stat().st_mtime_ns
+    run(cfg)
+    assert marker.stat().st_mtime_ns == before
