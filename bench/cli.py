@@ -9,6 +9,7 @@ BENCHES = {
     "http": ("bench.http_bench", "HTTP streaming vs in-process engine throughput (issue 3)"),
     "grammar": ("bench.grammar_bench", "constrained decoding cost and grammar compile times (issue 5)"),
     "slm": ("bench.slm_bench", "SLM vs causal-LM training cost and scoring throughput (issue 4)"),
+    "speculate": ("bench.speculate_bench", "n-gram speculative decoding vs plain, GSM8K CoT (issue 19)"),
     "load": ("bench.load_bench", "overload, disconnect storms and slow clients on loopback (issue 15)"),
     "serve": ("bench.serve_bench", "rho-serve over HTTP vs transformers (and llama-server), one light client (issue 13)"),
     "attention": ("bench.attention_bench", "C++ CPU paged attention vs the pure-torch path, per call (issue 13)"),

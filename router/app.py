@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import time
 
 from fastapi import Depends, FastAPI, Request
@@ -18,13 +17,14 @@ from starlette.responses import JSONResponse, Response
 
 from router import chat_tokenize, schemas, vertex
 from router import openai as openai_routes
+from router.accounting import Outcome, counted, uncounted_errors
 from router.chat_tokenize import simple_tokens
 from router.config import RouterConfig
 from router.errors import RouterError, ValidationError
-from router.http import BodyError, PayloadLimit, install_error_handlers, parse_body, read_json, to_model
+from router.http import PayloadLimit, install_error_handlers, parse_body, read_json, to_model
 from router.overload import OverloadGate
 from router.state import RouterState, build_state
-from router.streaming import generate_response, sse_response, tgi_events
+from router.streaming import generate_response, sse_response, stream_ending, tgi_error_event, tgi_events
 from router.timing import generation_headers, stream_headers
 from router.validation import check_stream
 
@@ -43,12 +43,11 @@ _SCORING_RESPONSE = {"oneOf": [{"type": "array", "items": {"$ref": "#/components
 async def run_generate(state: RouterState, req: schemas.GenerateRequest, *, as_list: bool = False) -> Response:
     """Non-streaming generation with TGI's timing headers (router.timing)."""
     start = time.monotonic()
-    state.metrics.request_count.inc()
     best_of = req.parameters.best_of or 1  # one permit per sequence; a best_of out of range fails validation below
-    async with state.infer.slot(best_of if best_of <= state.limits.max_best_of else 1):
-        valid = await state.validator.validate(req.inputs, req.parameters, received_at=start)
-        gen = await state.infer.generate(valid)
-    state.metrics.request_success.inc()
+    with counted(state.metrics):
+        async with state.infer.slot(best_of if best_of <= state.limits.max_best_of else 1):
+            valid = await state.validator.validate(req.inputs, req.parameters, received_at=start)
+            gen = await state.infer.generate(valid)
     body = generate_response(gen, valid)
     headers = generation_headers(state.compute_type, len(req.inputs), gen.timing, time.monotonic() - start,
                                  gen.num_prompt_tokens, gen.num_generated_tokens)
@@ -58,40 +57,23 @@ async def run_generate(state: RouterState, req: schemas.GenerateRequest, *, as_l
 def run_stream(state: RouterState, req: schemas.GenerateRequest) -> Response:
     """SSE generation: always HTTP 200; every error (429 included) is one in-band event (TGI)."""
     start = time.monotonic()
-    state.metrics.request_count.inc()
+    outcome = Outcome(state.metrics).streamed()
 
-    async def events():
-        failures: list[RouterError] = []
-
-        def fail(e: RouterError) -> None:
-            failures.append(e)
-            state.metrics.observe_failure(e.error_type)
-        try:
-            check_stream(req.parameters)
-            async with state.infer.slot():
-                valid = await state.validator.validate(req.inputs, req.parameters, stream=True, received_at=start)
-                async for event in tgi_events(state.infer.stream(valid), valid, fail):
-                    yield event
-        except RouterError as e:
-            fail(e)
-            yield {"data": json.dumps(e.body())}
-        except asyncio.CancelledError:  # the client went away: the engine sequence is already aborted
-            state.metrics.observe_failure("dropped")
-            raise
-        if not failures:
-            state.metrics.request_success.inc()
+    async def events():  # every error, before the first token or after, ends in stream_ending
+        check_stream(req.parameters)
+        async with state.infer.slot():
+            valid = await state.validator.validate(req.inputs, req.parameters, stream=True, received_at=start)
+            async for event in tgi_events(state.infer.stream(valid), valid):
+                yield event
 
     headers = stream_headers(state.compute_type, len(req.inputs))
-    return sse_response(events(), state.config.keep_alive_s, headers, state.config.graceful_termination_timeout)
+    return sse_response(stream_ending(events(), outcome, tgi_error_event), state.config.keep_alive_s, headers,
+                        state.config.graceful_termination_timeout)
 
 
 def _count_failure(state: RouterState):
-    """TGI counts nothing for a request its body extractor refused (not JSON, wrong shape, too large): such a
-    request is neither in tgi_request_count nor in tgi_request_failure."""
-    def count(e: RouterError) -> None:
-        if not isinstance(e, BodyError) and e.status != 413:
-            state.metrics.observe_failure(e.error_type)
-    return count
+    """The error handlers' failure count (router.accounting: drops before the response, uncounted routes)."""
+    return uncounted_errors(state.metrics)
 
 
 async def dispatch(state: RouterState, request: Request) -> Response:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from fastapi import FastAPI, Request
 from starlette.responses import JSONResponse, Response
 
+from router.accounting import counted
 from router.http import read_json, to_model
 from router.openai_schemas import ChatCompletionRequest
 from router.state import RouterState
@@ -38,11 +39,10 @@ def register(app: FastAPI, state: RouterState) -> None:
     @app.post("/chat_tokenize", tags=["TGI"], summary="Template and tokenize a chat request")
     async def chat_tokenize(request: Request) -> Response:
         req = to_model(await read_json(request), ChatCompletionRequest)
-        state.metrics.request_count.inc()
-        try:
-            prompt, _ = openai_routes.chat_as_generate(request.app.state.openai, req)
-        except Exception as e:  # noqa: BLE001 - template/tool errors become TGI's error body; others re-raise
-            raise openai_routes.as_router_error(e) from None
-        tokens = simple_tokens(state.tokenizer, prompt, add_special_tokens=False)  # chat prompts carry their BOS
-        state.metrics.request_success.inc()
+        with counted(state.metrics):
+            try:
+                prompt, _ = openai_routes.chat_as_generate(request.app.state.openai, req)
+            except Exception as e:  # noqa: BLE001 - template/tool errors become TGI's error body; others re-raise
+                raise openai_routes.as_router_error(e) from None
+            tokens = simple_tokens(state.tokenizer, prompt, add_special_tokens=False)  # chat prompts carry their BOS
         return JSONResponse({"tokenize_response": tokens, "templated_text": prompt})

@@ -1,4 +1,5 @@
-"""Incremental detokenization (prefix/read offsets) and stop-string matching over the decoded text.
+"""Incremental detokenization (prefix/read offsets), stop-string matching over the decoded text, and the one cache
+of per-token text (`TokenTexts`).
 
 Decoding token by token mangles spaces and multi-byte characters, so each step decodes a short window and emits
 what it adds; text ending in an incomplete UTF-8 character ("\ufffd") is held back until the next token completes it.
@@ -6,8 +7,51 @@ Stop strings are searched in the accumulated text, so a stop that starts or ends
 """
 from __future__ import annotations
 
+import re
+
 PROMPT_CONTEXT = 5  # prompt tokens kept in the window so the first generated token decodes with its leading space
 REPLACEMENT = "\ufffd"
+_BYTE_PIECE = re.compile(r"^<0x([0-9A-Fa-f]{2})>$")
+
+
+class TokenTexts:
+    """Each token's text out of context, cached per id (skip_special_tokens=False: special tokens show as written),
+    in the two forms its users need, which differ for SentencePiece tokenizers (they drop the space of a text's
+    first token: "▁Hello" alone decodes as "Hello"):
+    - `text`: the token decoded alone, as TGI decodes top tokens, prefill and special tokens (TGI parity);
+    - `piece`: the token's own text with its leading space (OpenAI logprobs): decoded after an anchor token that is
+      then cut off; `bytes`: its UTF-8 bytes, exact for byte-fallback pieces (`<0xE2>`).
+    A generated token's text in the output is neither: the incremental detokenizer gives it (context, held-back
+    incomplete characters)."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+        self.special_ids = frozenset(tokenizer.all_special_ids)
+        self.anchor = tokenizer("a", add_special_tokens=False)["input_ids"][-1]
+        self.anchor_text = self._decode([self.anchor])
+        self._texts: dict[int, str] = {}
+        self._pieces: dict[int, str] = {}
+
+    def _decode(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
+
+    def text(self, token_id: int) -> str:
+        text = self._texts.get(token_id)
+        if text is None:
+            text = self._texts[token_id] = self._decode([token_id])
+        return text
+
+    def piece(self, token_id: int) -> str:
+        text = self._pieces.get(token_id)
+        if text is None:
+            full = self._decode([self.anchor, token_id])
+            text = full[len(self.anchor_text):] if full.startswith(self.anchor_text) else self.text(token_id)
+            self._pieces[token_id] = text
+        return text
+
+    def bytes(self, token_id: int) -> list[int]:
+        match = _BYTE_PIECE.match(self.tokenizer.convert_ids_to_tokens(token_id) or "")
+        return [int(match.group(1), 16)] if match else list(self.piece(token_id).encode("utf-8"))
 
 
 class IncrementalDetokenizer:

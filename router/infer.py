@@ -14,7 +14,7 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-from router.detokenizer import IncrementalDetokenizer, StopMatcher
+from router.detokenizer import IncrementalDetokenizer, StopMatcher, TokenTexts
 from router.errors import GenerationError, OverloadedError, ValidationError
 from router.timing import Timing
 from router.validation import ValidRequest
@@ -73,23 +73,9 @@ class Generation:
         return sum(values) / len(values) if values else float("-inf")
 
 
-class TokenTexts:
-    """Per-id text (skip_special_tokens=False, like TGI's top tokens and prefill), cached."""
-
-    def __init__(self, tokenizer):
-        self.tokenizer = tokenizer
-        self.special_ids = frozenset(tokenizer.all_special_ids)
-        self._cache: dict[int, str] = {}
-
-    def text(self, token_id: int) -> str:
-        text = self._cache.get(token_id)
-        if text is None:
-            text = self.tokenizer.decode([token_id], skip_special_tokens=False, clean_up_tokenization_spaces=False)
-            self._cache[token_id] = text
-        return text
-
-    def info(self, token_id: int, logprob: float | None) -> TokenInfo:
-        return TokenInfo(token_id, self.text(token_id), logprob, token_id in self.special_ids)
+def token_info(texts: TokenTexts, token_id: int, logprob: float | None) -> TokenInfo:
+    """A token out of context (top tokens, prefill): its text decoded alone, as TGI does."""
+    return TokenInfo(token_id, texts.text(token_id), logprob, token_id in texts.special_ids)
 
 
 class Permits:
@@ -249,7 +235,7 @@ class _Decoder:
             visible += self.stops.flush()
         token_text = self.texts.text(event.token_id) if event.is_special else delta
         token = TokenInfo(event.token_id, token_text, event.logprob, event.is_special)
-        tops = tuple(self.texts.info(t.token_id, t.logprob) for t in event.top_tokens)
+        tops = tuple(token_info(self.texts, t.token_id, t.logprob) for t in event.top_tokens)
         done = finish is not None
         timing = self._finished() if done else None
         return StreamItem(
@@ -276,4 +262,4 @@ class _Decoder:
         self.num_cached = event.num_cached_prompt_tokens
         if event.prompt_logprobs is None:
             return ()
-        return tuple(self.texts.info(t, lp) for t, lp in zip(self.valid.prompt_token_ids, event.prompt_logprobs))
+        return tuple(token_info(self.texts, t, lp) for t, lp in zip(self.valid.prompt_token_ids, event.prompt_logprobs))

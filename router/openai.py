@@ -29,19 +29,21 @@ import dataclasses
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from fastapi import Depends, FastAPI, Request
 from starlette.responses import JSONResponse, Response
 
+from router.accounting import counted
 from router.chat_template import ChatTemplate, TemplateError, load_chat_template
 from router.errors import RouterError
-from router.http import BodyError, read_json, retry_after, to_model
-from router.infer import Generation, Permits, StreamItem, TokenInfo, fan_out, gather_or_cancel
-from router.openai_schemas import (ChatCompletionRequest, ChatMessage, CompletionRequest, TokenPieces, chat_logprob,
+from router.http import read_json, retry_after, to_model
+from router.infer import Generation, TokenInfo, fan_out, gather_or_cancel
+from router.openai_schemas import (ChatCompletionRequest, ChatMessage, CompletionRequest, chat_logprob,
                                    completion_logprobs, usage)
+from router.openai_stream import chat_events, completion_events, completion_finish, error_body, openai_stream
 from router.schemas import GenerateParameters, GrammarParam
 from router.state import VERSION, RouterState
 from router.streaming import sse_response
@@ -49,19 +51,17 @@ from router.timing import Timing, generation_headers, stream_headers, summed_hea
 from router.tools import ToolCallStream, ToolError, finish_reason, request_grammar, tool_prompt_suffix, \
     tools_for_template
 from router.validation import ValidRequest
-from server.protocol import FinishReason
 
 SYSTEM_FINGERPRINT = f"{VERSION}-native"
 
 
 @dataclass
 class OpenAIRoutes:
-    """Per-app state of the OpenAI routes: the chat template (or why there is none) and token texts."""
+    """Per-app state of the OpenAI routes: the chat template (or why there is none)."""
 
     state: RouterState
     template: ChatTemplate | None
     template_error: str | None
-    pieces: TokenPieces
 
 
 def register(app: FastAPI, state: RouterState) -> None:
@@ -71,7 +71,7 @@ def register(app: FastAPI, state: RouterState) -> None:
         template = load_chat_template(Path(state.client.info.model_path), state.tokenizer, state.config.chat_template)
     except TemplateError as e:  # the server still serves everything else; chat requests get this error
         error = str(e)
-    app.state.openai = OpenAIRoutes(state, template, error, TokenPieces(state.tokenizer))
+    app.state.openai = OpenAIRoutes(state, template, error)
     auth = [Depends(state.require_auth)]
 
     @app.post("/v1/chat/completions", dependencies=auth, tags=["OpenAI"], summary="OpenAI chat completions")
@@ -99,11 +99,6 @@ async def _with_body(endpoint, state: RouterState, request: Request) -> Response
 
 # ---- errors ------------------------------------------------------------------------------------------------------
 
-def error_body(e: RouterError) -> dict:
-    return {"error": {"message": e.message, "type": e.error_type, "param": None, "code": None},
-            "error_type": e.error_type}
-
-
 def error_response(e: RouterError) -> JSONResponse:
     return JSONResponse(error_body(e), status_code=e.status, headers=retry_after(e))
 
@@ -119,15 +114,22 @@ def as_router_error(e: Exception) -> RouterError:
 
 
 async def _guard(state: RouterState, run: Callable) -> Response:
-    """Errors -> OpenAI error bodies. A body that does not parse counts nothing (TGI: its extractor refuses it
-    before the handler counts the request); the routes count a request once its body parsed."""
+    """Errors -> OpenAI error bodies. The routes count a request once its body parsed (`_counted`); a body that
+    does not parse counts nothing (TGI: its extractor refuses it before the handler counts the request)."""
     try:
         return await run()
-    except (RouterError, TemplateError, ToolError) as e:
-        error = as_router_error(e)
-        if not isinstance(error, BodyError):
-            state.metrics.observe_failure(error.error_type)
-        return error_response(error)
+    except RouterError as e:
+        return error_response(e)
+
+
+@contextlib.contextmanager
+def _counted(state: RouterState) -> Iterator:
+    """router.accounting.counted, template and tool errors first made RouterErrors (so they count as failures)."""
+    with counted(state.metrics) as outcome:
+        try:
+            yield outcome
+        except (TemplateError, ToolError) as e:
+            raise as_router_error(e) from None
 
 
 # ---- building runs -------------------------------------------------------------------------------------------------
@@ -207,9 +209,13 @@ def chat_as_generate(routes: OpenAIRoutes, req: ChatCompletionRequest) -> tuple[
 
 async def _chat(state: RouterState, body: dict, request: Request) -> Response:
     start = time.monotonic()
-    routes: OpenAIRoutes = request.app.state.openai
     req = to_model(body, ChatCompletionRequest)
-    state.metrics.request_count.inc()
+    with _counted(state) as outcome:
+        return await _run_chat(request.app.state.openai, req, start, outcome)
+
+
+async def _run_chat(routes: OpenAIRoutes, req: ChatCompletionRequest, start: float, outcome) -> Response:
+    state = routes.state
     grammar, tools, mode = request_grammar(req)
     prompt = await asyncio.to_thread(chat_prompt, routes, req, tools, mode)  # Jinja rendering: not on the loop
     params = sampling_parameters(req, req.max_new_tokens, grammar)
@@ -220,12 +226,11 @@ async def _chat(state: RouterState, body: dict, request: Request) -> Response:
                                                received_at=start)
         runs = choice_runs(valid, req.n, req.seed, top_n)
         if req.stream:
-            events = _chat_events(routes, req, runs, mode, meta, permits.hand_over())
-            return sse_response(_openai_stream(state, events), state.config.keep_alive_s,
+            events = chat_events(state.infer.texts, state.infer, req, runs, mode, meta, permits.hand_over())
+            return sse_response(openai_stream(events, outcome.streamed()), state.config.keep_alive_s,
                                 stream_headers(state.compute_type, len(prompt)))
         gens = await gather_or_cancel(state.infer.generate(run, cut_stop=True) for run in runs)
-    state.metrics.request_success.inc()
-    choices = [_chat_choice(routes, req, i, gen, mode) for i, gen in enumerate(gens)]
+    choices = [_chat_choice(state, req, i, gen, mode) for i, gen in enumerate(gens)]
     num_generated = sum(g.num_generated_tokens for g in gens)
     # TGI's /generate headers for the templated prompt; n choices count as one generation of all their tokens.
     headers = generation_headers(state.compute_type, len(prompt), Timing.span([g.timing for g in gens]),
@@ -234,7 +239,7 @@ async def _chat(state: RouterState, body: dict, request: Request) -> Response:
                          "usage": usage(len(valid.prompt_token_ids), num_generated)}, headers=headers)
 
 
-def _chat_choice(routes: OpenAIRoutes, req: ChatCompletionRequest, index: int, gen: Generation, mode: str) -> dict:
+def _chat_choice(state: RouterState, req: ChatCompletionRequest, index: int, gen: Generation, mode: str) -> dict:
     parser = ToolCallStream(mode)
     deltas = parser.feed(gen.generated_text) + parser.finish()
     content = "".join(d.get("content", "") for d in deltas)
@@ -244,55 +249,22 @@ def _chat_choice(routes: OpenAIRoutes, req: ChatCompletionRequest, index: int, g
                                   "function": {"name": parser.name, "arguments": parser.arguments}}]
     logprobs = None
     if req.logprobs:
-        logprobs = {"content": [chat_logprob(routes.pieces, t, tops) for t, tops in zip(gen.tokens, gen.top_tokens)]}
+        texts = state.infer.texts
+        logprobs = {"content": [chat_logprob(texts, t, tops) for t, tops in zip(gen.tokens, gen.top_tokens)]}
     return {"index": index, "message": message, "logprobs": logprobs,
             "finish_reason": finish_reason(parser, gen.finish_reason.value)}
-
-
-async def _chat_events(routes: OpenAIRoutes, req: ChatCompletionRequest, runs: list[ValidRequest], mode: str,
-                       meta: dict, permits: Permits) -> AsyncIterator[dict]:
-    state = routes.state
-    chunk = {**meta, "object": "chat.completion.chunk"}
-    extra = {"usage": None} if req.include_usage else {}
-    parsers = [ToolCallStream(mode) for _ in runs]
-    num_generated = [0] * len(runs)
-
-    def event(index: int, delta: dict, logprobs=None, finish: str | None = None) -> dict:
-        choice = {"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish}
-        return _sse({**chunk, "choices": [choice], **extra})
-
-    for i in range(len(runs)):
-        yield event(i, {"role": "assistant", "content": ""})
-    async with permits:  # taken before the response started; released when the stream ends
-        async for i, item in merged([state.infer.stream(run, cut_stop=True) for run in runs]):
-            num_generated[i] = item.num_generated_tokens
-            logprobs = {"content": [chat_logprob(routes.pieces, item.token, item.top_tokens)]} \
-                if req.logprobs else None
-            deltas = parsers[i].feed(item.text)
-            if item.finish_reason is not None:
-                deltas += parsers[i].finish()
-            for j, delta in enumerate(deltas or ([{}] if logprobs else [])):
-                yield event(i, _delta_json(delta), logprobs if j == 0 else None)
-            if item.finish_reason is not None:
-                yield event(i, {}, None, finish_reason(parsers[i], item.finish_reason.value))
-    if req.include_usage:
-        num_prompt = len(runs[0].prompt_token_ids)
-        yield _sse({**chunk, "choices": [], "usage": usage(num_prompt, sum(num_generated))})
-
-
-def _delta_json(delta: dict) -> dict:
-    if "tool_calls" in delta:
-        return {"tool_calls": [c.model_dump(exclude_none=True) for c in delta["tool_calls"]]}
-    return delta
 
 
 # ---- completions -------------------------------------------------------------------------------------------------
 
 async def _completions(state: RouterState, body: dict, request: Request) -> Response:
     start = time.monotonic()
-    routes: OpenAIRoutes = request.app.state.openai
     req = to_model(body, CompletionRequest)
-    state.metrics.request_count.inc()
+    with _counted(state) as outcome:
+        return await _run_completions(state, req, start, outcome)
+
+
+async def _run_completions(state: RouterState, req: CompletionRequest, start: float, outcome) -> Response:
     _check_completion(state, req)
     params = sampling_parameters(req, req.max_tokens, None)
     top_n = req.logprobs or 0
@@ -304,12 +276,11 @@ async def _completions(state: RouterState, body: dict, request: Request) -> Resp
         runs = [run for v in valids for run in choice_runs(v, req.n, req.seed, top_n, echo_logprobs)]
         if req.stream:
             characters = sum(len(v.inputs) for v in valids)
-            events = _completion_events(routes, req, valids, runs, meta, permits.hand_over())
-            return sse_response(_openai_stream(state, events), state.config.keep_alive_s,
+            events = completion_events(state.infer.texts, state.infer, req, valids, runs, meta, permits.hand_over())
+            return sse_response(openai_stream(events, outcome.streamed()), state.config.keep_alive_s,
                                 stream_headers(state.compute_type, characters))
         gens = await gather_or_cancel(state.infer.generate(run, cut_stop=True) for run in runs)
-    state.metrics.request_success.inc()
-    choices = [_completion_choice(routes, req, i, valids[i // req.n], gen) for i, gen in enumerate(gens)]
+    choices = [_completion_choice(state, req, i, valids[i // req.n], gen) for i, gen in enumerate(gens)]
     num_prompt = sum(len(v.prompt_token_ids) for v in valids)
     headers = summed_headers([generation_headers(state.compute_type, len(run.inputs), gen.timing, gen.timing.total_s,
                                                  gen.num_prompt_tokens, gen.num_generated_tokens)
@@ -330,52 +301,16 @@ def _check_completion(state: RouterState, req: CompletionRequest) -> None:
                           "validation")
 
 
-def _echo_text(valid: ValidRequest) -> str:
-    return valid.inputs
-
-
-def _completion_choice(routes: OpenAIRoutes, req: CompletionRequest, index: int, valid: ValidRequest,
+def _completion_choice(state: RouterState, req: CompletionRequest, index: int, valid: ValidRequest,
                        gen: Generation) -> dict:
-    prefix = _echo_text(valid) if req.echo else ""
+    prefix = valid.inputs if req.echo else ""
     logprobs = None
     if req.logprobs is not None:
         prompt = gen.prefill if req.echo else []
-        logprobs = completion_logprobs(routes.pieces, prompt, prefix, gen.tokens, gen.top_tokens,
+        logprobs = completion_logprobs(state.infer.texts, prompt, prefix, gen.tokens, gen.top_tokens,
                                        [t.text for t in gen.tokens])
     return {"index": index, "text": prefix + gen.generated_text, "logprobs": logprobs,
-            "finish_reason": "length" if gen.finish_reason == FinishReason.LENGTH else "stop"}
-
-
-async def _completion_events(routes: OpenAIRoutes, req: CompletionRequest, valids: list[ValidRequest],
-                             runs: list[ValidRequest], meta: dict, permits: Permits) -> AsyncIterator[dict]:
-    state = routes.state
-    chunk = {**meta, "object": "text_completion"}
-    num_generated = [0] * len(runs)
-    offsets = [len(_echo_text(valids[i // req.n])) if req.echo else 0 for i in range(len(runs))]
-
-    def event(index: int, text: str, logprobs=None, finish: str | None = None) -> dict:
-        return _sse({**chunk, "choices": [{"index": index, "text": text, "logprobs": logprobs,
-                                           "finish_reason": finish}]})
-    async with permits:  # taken before the response started; released when the stream ends
-        async for i, item in merged([state.infer.stream(run, cut_stop=True) for run in runs]):
-            num_generated[i] = item.num_generated_tokens
-            if item.index == 1 and req.echo:
-                prompt = _echo_text(valids[i // req.n])
-                lp = completion_logprobs(routes.pieces, item.prefill, prompt, [], [], []) \
-                    if req.logprobs is not None else None
-                yield event(i, prompt, lp)
-            lp = None
-            if req.logprobs is not None:
-                lp = completion_logprobs(routes.pieces, [], "", [item.token], [item.top_tokens], [item.text],
-                                         start=offsets[i])
-            offsets[i] += len(item.text)
-            if item.text or lp is not None:
-                yield event(i, item.text, lp)
-            if item.finish_reason is not None:
-                yield event(i, "", None, "length" if item.finish_reason == FinishReason.LENGTH else "stop")
-    if req.include_usage:
-        num_prompt = sum(len(v.prompt_token_ids) for v in valids)
-        yield _sse({**chunk, "choices": [], "usage": usage(num_prompt, sum(num_generated))})
+            "finish_reason": completion_finish(gen.finish_reason)}
 
 
 # ---- shared ------------------------------------------------------------------------------------------------------
@@ -383,65 +318,6 @@ async def _completion_events(routes: OpenAIRoutes, req: CompletionRequest, valid
 def _meta(prefix: str, state: RouterState) -> dict:
     return {"id": f"{prefix}-{uuid.uuid4().hex}", "created": int(time.time()), "model": state.model_id,
             "system_fingerprint": SYSTEM_FINGERPRINT}
-
-
-async def _openai_stream(state: RouterState, events: AsyncIterator[dict]) -> AsyncIterator[dict]:
-    """How every OpenAI stream ends: counted as a success, or one error event; then `data: [DONE]`. Closing the inner
-    generator at once matters: it releases the concurrency slot and aborts the engine sequences of a gone client."""
-    try:
-        async for event in events:
-            yield event
-        state.metrics.request_success.inc()
-    except RouterError as e:
-        state.metrics.observe_failure(e.error_type)
-        yield _stream_error(e)
-    finally:
-        await events.aclose()
-    yield {"data": "[DONE]"}
-
-
-def _stream_error(e: RouterError) -> dict:
-    body = error_body(e)
-    body["error"]["http_status_code"] = e.status  # TGI's field: the status the error would have had
-    return _sse(body)
-
-
-def _sse(payload: dict) -> dict:
-    return {"data": json.dumps(payload, separators=(",", ":"), ensure_ascii=False)}
-
-
-_DONE = object()
-
-
-async def merged(streams: list[AsyncIterator[StreamItem]]) -> AsyncIterator[tuple[int, StreamItem]]:
-    """Interleave several runs' items as they arrive: (run index, item). Leaving early aborts every run."""
-    queue: asyncio.Queue = asyncio.Queue()
-
-    async def pump(index: int, stream: AsyncIterator[StreamItem]) -> None:
-        try:
-            async for item in stream:
-                queue.put_nowait((index, item))
-            queue.put_nowait((index, _DONE))
-        except Exception as e:  # noqa: BLE001 - handed to the consumer, which re-raises it
-            queue.put_nowait((index, e))
-        finally:
-            await stream.aclose()
-
-    tasks = [asyncio.create_task(pump(i, s)) for i, s in enumerate(streams)]
-    try:
-        remaining = len(tasks)
-        while remaining:
-            index, item = await queue.get()
-            if item is _DONE:
-                remaining -= 1
-            elif isinstance(item, Exception):
-                raise item
-            else:
-                yield index, item
-    finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 __all__ = ["register", "chat_endpoint", "completions_endpoint", "TokenInfo"]

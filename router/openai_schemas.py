@@ -5,16 +5,16 @@ Shapes follow OpenAI's API (what the `openai` SDK and `huggingface_hub` parse), 
 `tool_calls[].function` may carry `parameters` instead of `arguments`. Unknown fields are ignored, as in TGI.
 Ranges that OpenAI documents are checked here (pydantic); everything that needs the tokenizer or the server's
 limits is checked by the router's validation. Responses are built as dicts by the builders at the end of this file
-(usage, logprobs, token texts) and checked in the tests against the openai SDK's response models.
+(usage, logprobs, whose token texts come from router.detokenizer.TokenTexts) and checked in the tests against the
+openai SDK's response models.
 """
 from __future__ import annotations
 
-import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from router.detokenizer import IncrementalDetokenizer
+from router.detokenizer import IncrementalDetokenizer, TokenTexts
 
 
 class _Wire(BaseModel):
@@ -216,7 +216,6 @@ class DeltaToolCall(_Wire):
 # ---- builders (dicts of the shapes above) ------------------------------------------------------------------------
 
 MIN_LOGPROB = -9999.0  # OpenAI's floor; a masked token's -inf is not valid JSON
-_BYTE_PIECE = re.compile(r"^<0x([0-9A-Fa-f]{2})>$")
 
 
 def usage(num_prompt: int, num_completion: int) -> dict:
@@ -224,61 +223,36 @@ def usage(num_prompt: int, num_completion: int) -> dict:
             "total_tokens": num_prompt + num_completion}
 
 
-class TokenPieces:
-    """Each token's own text, leading space included (decoded after an anchor token, which is then cut off:
-    SentencePiece decoders drop the space of a text's first token), and its bytes (byte-fallback pieces exact)."""
-
-    def __init__(self, tokenizer):
-        self.tokenizer = tokenizer
-        self.anchor = tokenizer("a", add_special_tokens=False)["input_ids"][-1]
-        self.anchor_text = self._decode([self.anchor])
-        self._texts: dict[int, str] = {}
-
-    def _decode(self, ids: list[int]) -> str:
-        return self.tokenizer.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
-
-    def text(self, token_id: int) -> str:
-        text = self._texts.get(token_id)
-        if text is None:
-            full = self._decode([self.anchor, token_id])
-            text = full[len(self.anchor_text):] if full.startswith(self.anchor_text) else self._decode([token_id])
-            self._texts[token_id] = text
-        return text
-
-    def bytes(self, token_id: int) -> list[int]:
-        match = _BYTE_PIECE.match(self.tokenizer.convert_ids_to_tokens(token_id) or "")
-        return [int(match.group(1), 16)] if match else list(self.text(token_id).encode("utf-8"))
-
-
 def _logprob(value: float | None) -> float:
     return MIN_LOGPROB if value is None else max(float(value), MIN_LOGPROB)
 
 
-def chat_logprob(pieces: TokenPieces, token, top_tokens) -> dict:
-    """One entry of a chat choice's `logprobs.content` (token: router.infer.TokenInfo)."""
+def chat_logprob(texts: TokenTexts, token, top_tokens) -> dict:
+    """One entry of a chat choice's `logprobs.content` (token: router.infer.TokenInfo); token strings are each
+    token's own text, leading space kept (`TokenTexts.piece`)."""
     def entry(t) -> dict:
-        return {"token": pieces.text(t.id), "logprob": _logprob(t.logprob), "bytes": pieces.bytes(t.id)}
+        return {"token": texts.piece(t.id), "logprob": _logprob(t.logprob), "bytes": texts.bytes(t.id)}
     return {**entry(token), "top_logprobs": [entry(t) for t in top_tokens]}
 
 
-def completion_logprobs(pieces: TokenPieces, prompt_tokens, prompt_text: str, tokens, top_tokens,
-                        texts: list[str], start: int | None = None) -> dict:
+def completion_logprobs(texts: TokenTexts, prompt_tokens, prompt_text: str, tokens, top_tokens,
+                        shares: list[str], start: int | None = None) -> dict:
     """OpenAI's legacy logprobs object. prompt_tokens (echo): the prefill, its first logprob None; tokens: generated
-    TokenInfos with their top alternatives; texts: each generated token's share of the returned text (offsets)."""
+    TokenInfos with their top alternatives; shares: each generated token's share of the returned text (offsets)."""
     out: dict = {"tokens": [], "token_logprobs": [], "top_logprobs": [], "text_offset": []}
-    offset, detok = 0, IncrementalDetokenizer(pieces.tokenizer)
+    offset, detok = 0, IncrementalDetokenizer(texts.tokenizer)
     for t in prompt_tokens:  # prompt offsets follow the prompt as decoded (special tokens take no room)
-        out["tokens"].append(pieces.text(t.id))
+        out["tokens"].append(texts.piece(t.id))
         out["token_logprobs"].append(None if t.logprob is None else _logprob(t.logprob))
-        out["top_logprobs"].append(None if t.logprob is None else {pieces.text(t.id): _logprob(t.logprob)})
+        out["top_logprobs"].append(None if t.logprob is None else {texts.piece(t.id): _logprob(t.logprob)})
         out["text_offset"].append(min(offset, len(prompt_text)))
         offset += len(detok.add(t.id, t.special))
     offset = len(prompt_text) if start is None else start
-    for t, tops, text in zip(tokens, top_tokens, texts):
-        out["tokens"].append(pieces.text(t.id))
+    for t, tops, text in zip(tokens, top_tokens, shares):
+        out["tokens"].append(texts.piece(t.id))
         out["token_logprobs"].append(_logprob(t.logprob))
-        top = {pieces.text(alt.id): _logprob(alt.logprob) for alt in tops}
-        out["top_logprobs"].append({pieces.text(t.id): _logprob(t.logprob), **top})
+        top = {texts.piece(alt.id): _logprob(alt.logprob) for alt in tops}
+        out["top_logprobs"].append({texts.piece(t.id): _logprob(t.logprob), **top})
         out["text_offset"].append(offset)
         offset += len(text)
     return out

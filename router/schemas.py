@@ -156,6 +156,7 @@ class Info(_Wire):
     version: str
     sha: str | None = None
     docker_label: str | None = None
+    speculate: int = 0  # --speculate: draft tokens verified per sequence and step (0: off)
 
 
 class ModelInfo(_Wire):

@@ -8,6 +8,7 @@ from router.auth import make_auth_dependency
 from router.config import Limits, RouterConfig, resolve_limits
 from router.infer import Infer
 from router.metrics import Metrics
+from router.speculation_metrics import register_speculation_metrics
 from router.validation import Validator
 
 log = logging.getLogger("rho_serve.router")
@@ -34,7 +35,8 @@ class RouterState:
                 "max_best_of": self.limits.max_best_of, "max_stop_sequences": self.limits.max_stop_sequences,
                 "max_input_tokens": self.limits.max_input_tokens, "max_total_tokens": self.limits.max_total_tokens,
                 "validation_workers": 2, "max_client_batch_size": self.config.max_client_batch_size,
-                "router": "text-generation-router", "version": VERSION, "sha": None, "docker_label": None}
+                "router": "text-generation-router", "version": VERSION, "sha": None, "docker_label": None,
+                "speculate": self.client.info.speculate}
 
     def is_healthy(self) -> bool:
         return self.health_problem() is None
@@ -62,6 +64,7 @@ def build_state(client, config: RouterConfig) -> RouterState:
     limits = resolve_limits(config, info.max_total_tokens)
     metrics = Metrics(limits.max_input_tokens, limits.max_total_tokens)
     client.add_step_observer(metrics.observe_step)
+    register_speculation_metrics(metrics.registry, client)
     validator = Validator(tokenizer, limits, info.vocab_size, info.model_id, _grammar_compiler(client, config))
     infer = Infer(client, tokenizer, config.max_concurrent_requests, metrics)
     return RouterState(client, config, tokenizer, info.model_id, limits, validator, infer, metrics,

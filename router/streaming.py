@@ -1,12 +1,14 @@
 """TGI response shapes: results and stream items -> `/generate` bodies and `/generate_stream` SSE events.
 
 SSE framing is TGI's: `data: <compact JSON>\n\n`, a `:` comment after `keep_alive_s` of silence, no `[DONE]`.
-Errors after the 200 went out are one in-band `{"error", "error_type"}` event, then the stream closes.
+Errors after the 200 went out are one in-band `{"error", "error_type"}` event, then the stream closes: the ending
+(`stream_ending`) is shared with the OpenAI streams, which add `data: [DONE]`, and it decides the request's outcome.
 A reader that stops reading (one event not accepted by the socket for SEND_TIMEOUT_S) is cut: closing the event
 generator releases its concurrency permit and aborts its engine sequences.
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator, Callable
@@ -14,6 +16,7 @@ from collections.abc import AsyncIterator, Callable
 from sse_starlette.event import ServerSentEvent
 from sse_starlette.sse import EventSourceResponse
 
+from router.accounting import Outcome
 from router.errors import RouterError
 from router.shutdown import until_drained
 from router.infer import Generation, StreamItem, TokenInfo
@@ -72,22 +75,42 @@ def stream_event(item: StreamItem, valid: ValidRequest) -> dict:
     return event
 
 
-async def tgi_events(items: AsyncIterator[StreamItem], valid: ValidRequest,
-                     on_error: Callable[[RouterError], None] | None = None) -> AsyncIterator[dict]:
-    """StreamItems -> SSE `data` payloads; an error becomes one in-band event (the 200 is already sent)."""
+async def tgi_events(items: AsyncIterator[StreamItem], valid: ValidRequest) -> AsyncIterator[dict]:
+    """StreamItems -> SSE `data` payloads (errors are left to `stream_ending`)."""
+    async for item in items:
+        yield {"data": json.dumps(stream_event(item, valid), separators=(",", ":"), allow_nan=False)}
+
+
+def tgi_error_event(e: RouterError) -> dict:
+    return {"data": json.dumps(e.body())}
+
+
+async def stream_ending(events: AsyncIterator[dict], outcome: Outcome, error_event: Callable[[RouterError], dict],
+                        done: dict | None = None) -> AsyncIterator[dict]:
+    """How every stream ends, TGI's and OpenAI's: a success, or one in-band error event (the 200 is already sent;
+    an unexpected exception is TGI's `Incomplete generation stream`, never a traceback on the wire), counted as a
+    failure; then `done` (OpenAI's `data: [DONE]`; TGI has none). A stream cut before its end (its client left, a
+    reader too slow for the send timeout, the drain deadline of router.shutdown.until_drained) counts as dropped.
+    Closing `events` at once matters: it releases the concurrency permits and aborts the engine sequences."""
     try:
-        async for item in items:
-            yield {"data": json.dumps(stream_event(item, valid), separators=(",", ":"), allow_nan=False)}
+        async for event in events:
+            yield event
+        outcome.success()
     except RouterError as e:
-        if on_error is not None:
-            on_error(e)
-        yield {"data": json.dumps(e.body())}
+        outcome.failure(e)
+        yield error_event(e)
+    except (asyncio.CancelledError, GeneratorExit):  # cut mid-stream: the engine sequences are aborted below
+        outcome.failure(RouterError("the stream was cut before its end", 499, "dropped"))
+        raise
     except Exception:  # noqa: BLE001 - never a traceback on the wire
         log.exception("stream failed")
         err = RouterError("Incomplete generation stream", 500, "incomplete_generation_stream")
-        if on_error is not None:
-            on_error(err)
-        yield {"data": json.dumps(err.body())}
+        outcome.failure(err)
+        yield error_event(err)
+    finally:
+        await events.aclose()
+    if done is not None:
+        yield done
 
 
 def sse_response(events: AsyncIterator[dict], keep_alive_s: float, headers: dict | None = None,

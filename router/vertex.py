@@ -16,6 +16,7 @@ from fastapi import Depends, FastAPI, Request
 from pydantic import BaseModel, ConfigDict
 from starlette.responses import JSONResponse, Response
 
+from router.accounting import Outcome, counted
 from router.errors import RouterError
 from router.http import BodyError, read_json, to_model
 from router.openai_schemas import ChatCompletionRequest
@@ -63,21 +64,22 @@ def register(app: FastAPI, state: RouterState) -> None:
         start = time.monotonic()
         req = to_model(await read_json(request), VertexRequest)
         instances = [_instance(raw) for raw in req.instances]
-        state.metrics.request_count.inc()
-        if not instances:
-            state.metrics.observe_failure("validation")
+        with counted(state.metrics) as outcome:
+            return await _predictions(outcome, [predict(i, start) for i in instances])
+
+    async def _predictions(outcome: Outcome, predictions: list) -> Response:
+        if not predictions:
+            outcome.failure(RouterError("Input validation error", 422, "validation"))
             return JSONResponse({"error": "Input validation error", "error_type": "Input validation error"},
                                 status_code=422)
-        results = await asyncio.gather(*(predict(i, start) for i in instances), return_exceptions=True)
+        results = await asyncio.gather(*predictions, return_exceptions=True)
         errors = [r for r in results if isinstance(r, BaseException)]
         if errors:
             first = errors[0]
             if not isinstance(first, Exception):
                 raise first  # cancellation: the client went away
             # Template / tool errors get their type; anything unexpected re-raises to the app's 500 handler.
-            first = first if isinstance(first, RouterError) else openai_routes.as_router_error(first)
-            state.metrics.observe_failure(first.error_type)
+            outcome.failure(first if isinstance(first, RouterError) else openai_routes.as_router_error(first))
             return JSONResponse({"error": "Incomplete generation", "error_type": "Incomplete generation"},
                                 status_code=500)
-        state.metrics.request_success.inc()
         return JSONResponse({"predictions": results})

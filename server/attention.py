@@ -1,10 +1,11 @@
 """Paged attention, pure-torch path: the reference implementation and the CPU default.
 
 The KV cache of one layer is two tensors `(num_blocks, block_size, num_kv_heads, head_dim)`; a token's slot is
-`block_id * block_size + offset`. Sequences read their context through their block tables. Decode rows (one new token)
-are attended in one batched gather; prefill chunks (several new tokens over a possibly cached prefix) one sequence at
-a time. Both use torch's scaled_dot_product_attention with grouped-query heads (`enable_gqa`), so K/V are never
-repeated per query head.
+`block_id * block_size + offset`. Sequences read their context through their block tables. Decode rows (one new
+token, or a few: the last token and its speculative drafts) are attended in batched gathers, groups of similar
+length, short queries padded to the group's longest; prefill chunks (many new tokens over a possibly cached prefix)
+one sequence at a time. Both use torch's scaled_dot_product_attention with grouped-query heads (`enable_gqa`), so
+K/V are never repeated per query head.
 """
 from __future__ import annotations
 
@@ -27,12 +28,13 @@ class AttentionMetadata:
     query_lens: list[int]  # host copies: the torch path loops over prefill sequences
     seq_lens_list: list[int]
     # Derived once by `prepare()`: decode sequences in groups of similar length (less padding in the gather).
-    decode_groups: list[tuple[torch.Tensor, torch.Tensor, int]] | None = field(default=None)  # (rows, seq idx, max len)
+    decode_groups: list[DecodeGroup] | None = field(default=None)
     prefill_seqs: list[int] = field(default_factory=list)
     # Per-step values a backend derives once and reuses in every layer (server/cpu_attention.py's row split).
     backend_cache: dict = field(default_factory=dict)
 
     DECODE_GROUP_SIZE = 8
+    MAX_DECODE_QUERY = 17  # longest query attended as a decode row (1 token + up to 16 speculative drafts)
 
     @classmethod
     def build(cls, query_lens: list[int], seq_lens: list[int], slot_mapping, block_tables, device,
@@ -56,16 +58,47 @@ class AttentionMetadata:
 
     def prepare(self) -> "AttentionMetadata":
         starts = self.query_start_loc.tolist()
-        decode = sorted((i for i, q in enumerate(self.query_lens) if q == 1), key=lambda i: self.seq_lens_list[i])
-        self.prefill_seqs = [i for i, q in enumerate(self.query_lens) if q > 1]
-        device = self.slot_mapping.device
+        q_lens, limit = self.query_lens, self.MAX_DECODE_QUERY
+        # Single-token rows first, then multi-token ones, each by length: groups pad little.
+        decode = sorted((i for i, q in enumerate(q_lens) if q <= limit),
+                        key=lambda i: (q_lens[i] > 1, self.seq_lens_list[i]))
+        self.prefill_seqs = [i for i, q in enumerate(q_lens) if q > limit]
         self.decode_groups = []
         for g in range(0, len(decode), self.DECODE_GROUP_SIZE):
-            group = decode[g:g + self.DECODE_GROUP_SIZE]
-            self.decode_groups.append((torch.tensor([starts[i] for i in group], dtype=torch.int64, device=device),
-                                       torch.tensor(group, dtype=torch.int64, device=device),
-                                       self.seq_lens_list[group[-1]]))
+            self.decode_groups.append(DecodeGroup.build(decode[g:g + self.DECODE_GROUP_SIZE], starts, q_lens,
+                                                        self.seq_lens_list, self.slot_mapping.device))
         return self
+
+
+@dataclass
+class DecodeGroup:
+    """Up to DECODE_GROUP_SIZE sequences attended in one gather. Each has q_len new rows (1, or 1 + its drafts),
+    padded to the group's longest, q_max: rows (B * q_max,) are the token rows read (a padding slot repeats the
+    sequence's last row), keep (B * q_max,) marks the real ones, and query_pos (B, q_max) their positions."""
+
+    rows: torch.Tensor
+    keep: torch.Tensor | None  # None: no padding (every q_len equal)
+    seq_idx: torch.Tensor  # (B,) int64
+    query_pos: torch.Tensor  # (B, q_max) int64
+    q_max: int
+    max_len: int
+
+    @classmethod
+    def build(cls, group: list[int], starts: list[int], q_lens: list[int], seq_lens: list[int], device
+              ) -> "DecodeGroup":
+        q_max = max(q_lens[i] for i in group)
+        rows, keep, pos = [], [], []
+        for i in group:
+            n, end = q_lens[i], seq_lens[i]
+            rows += [starts[i] + min(j, n - 1) for j in range(q_max)]
+            keep += [j < n for j in range(q_max)]
+            pos.append([end - n + min(j, n - 1) for j in range(q_max)])
+
+        def tensor(values, dtype=torch.int64):
+            return torch.tensor(values, dtype=dtype, device=device)
+
+        return cls(tensor(rows), None if all(keep) else tensor(keep, torch.bool), tensor(group), tensor(pos),
+                   q_max, max(seq_lens[i] for i in group))
 
 
 def write_kv(key: torch.Tensor, value: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
@@ -86,9 +119,13 @@ def paged_attention(query: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.T
     if meta.decode_groups is None:
         meta.prepare()
     out = torch.empty_like(query)
-    for rows, seq_idx, max_len in meta.decode_groups:
-        out.index_copy_(0, rows, _decode(query.index_select(0, rows), k_cache, v_cache, meta.seq_lens[seq_idx],
-                                         meta.block_tables[seq_idx], max_len, scale, sliding_window))
+    for g in meta.decode_groups:
+        got = _decode(query.index_select(0, g.rows), k_cache, v_cache, g, meta.block_tables[g.seq_idx], scale,
+                      sliding_window)  # (B * q_max, num_heads, head_dim)
+        if g.keep is None:
+            out.index_copy_(0, g.rows, got)
+        else:
+            out.index_copy_(0, g.rows[g.keep], got[g.keep])
     starts = meta.query_start_loc
     for i in meta.prefill_seqs:
         lo, hi = int(starts[i]), int(starts[i + 1])
@@ -105,23 +142,25 @@ def _gather(cache: torch.Tensor, block_ids: torch.Tensor) -> torch.Tensor:
     return flat.view(*block_ids.shape[:-1], block_ids.shape[-1] * block_size, num_kv_heads, head_dim)
 
 
-def _decode(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, seq_lens: torch.Tensor,
-            block_tables: torch.Tensor, max_len: int, scale: float, sliding_window: int | None) -> torch.Tensor:
-    # q (B, num_heads, head_dim): one new token per sequence, at position seq_len - 1; seq_lens (B,).
+def _decode(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, group: DecodeGroup,
+            block_tables: torch.Tensor, scale: float, sliding_window: int | None) -> torch.Tensor:
+    # q (B * q_max, num_heads, head_dim): each sequence's new rows (padded), at positions group.query_pos (B, q_max).
     block_size = k_cache.shape[1]
-    seq_lens = seq_lens.long()
-    tables = block_tables[:, : -(-max_len // block_size)]
+    tables = block_tables[:, : -(-group.max_len // block_size)]
     k = _gather(k_cache, tables).transpose(1, 2)  # (B, kv_heads, L, head_dim), a strided view
     v = _gather(v_cache, tables).transpose(1, 2)
     key_pos = torch.arange(k.shape[2], device=q.device)
-    invalid = key_pos[None, :] >= seq_lens[:, None]  # (B, L)
+    query_pos = group.query_pos[:, :, None]  # (B, q_max, 1)
+    invalid = key_pos[None, None, :] > query_pos  # (B, q_max, L): causal, and nothing past the sequence's end
     if sliding_window is not None:
-        invalid |= key_pos[None, :] <= (seq_lens[:, None] - 1 - sliding_window)
+        invalid |= key_pos[None, None, :] <= query_pos - sliding_window
     # An additive float mask keeps SDPA on its fast CPU kernel (a boolean mask is slower there).
     bias = torch.zeros(invalid.shape, dtype=q.dtype, device=q.device).masked_fill_(invalid, float("-inf"))
-    out = F.scaled_dot_product_attention(q.unsqueeze(2), k.to(q.dtype), v.to(q.dtype), attn_mask=bias[:, None, None, :],
-                                         scale=scale, enable_gqa=True)  # (B, num_heads, 1, head_dim)
-    return out.squeeze(2)
+    num_seqs = group.seq_idx.shape[0]
+    qh = q.view(num_seqs, group.q_max, *q.shape[1:]).transpose(1, 2)  # (B, num_heads, q_max, head_dim)
+    out = F.scaled_dot_product_attention(qh, k.to(q.dtype), v.to(q.dtype), attn_mask=bias[:, None],
+                                         scale=scale, enable_gqa=True)  # (B, num_heads, q_max, head_dim)
+    return out.transpose(1, 2).reshape(q.shape)
 
 
 def _prefill_one(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, block_table: torch.Tensor,

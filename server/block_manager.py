@@ -1,7 +1,7 @@
 """The paged-KV block allocator and prefix cache. Plain Python: block ids and token ids, no tensors.
 
 The scheduler talks to it in verbs (match_prefix, can_admit / admit, can_allocate / allocate, hash_full_blocks,
-free_sequence); block records, ref counts and hashes stay in here.
+truncate, free_sequence); block records, ref counts and hashes stay in here.
 
 Invariants:
 - A block is either referenced (ref_count > 0, owned by one or more sequences) or free (in `free_blocks`).
@@ -138,6 +138,14 @@ class BlockManager:
             block.ref_count -= 1
             if block.ref_count == 0:
                 self.free_blocks[block_id] = None  # most recently used end
+
+    def truncate(self, seq: Sequence, num_tokens: int) -> None:
+        """Shrink seq's block table to what num_tokens tokens need (speculation's rollback of rejected drafts).
+        The dropped blocks hold no published hash: only computed tokens are hashed, and they fit the kept ones."""
+        keep = self.num_blocks_for(num_tokens)
+        assert len(seq.block_hashes) <= keep
+        self.free(seq.block_table[keep:])
+        del seq.block_table[keep:]
 
     def free_sequence(self, seq: Sequence) -> None:
         """Release seq's blocks (cached content stays findable until the blocks are reused)."""

@@ -98,6 +98,7 @@ class EngineConfig:
     watermark_gamma: float = setting(0.5, "Watermark green-list fraction (Kirchenbauer et al.)")
     watermark_delta: float = setting(2.0, "Watermark logit bias added to green tokens")
     num_threads: int | None = setting(None, "torch intra-op threads on CPU", shown="torch's choice")
+    speculate: int = setting(0, "N-gram speculation: draft tokens verified per sequence and step (0: off)")
 
     def __post_init__(self) -> None:
         """Each field's own range (cross-field launch rules: router.config.check_launch)."""
@@ -113,6 +114,8 @@ class EngineConfig:
             raise ConfigError(f"`attention` must be cpp, torch or triton. Given: {self.attention}")
         if not 0.0 < self.cuda_memory_fraction <= 1.0:
             raise ConfigError("`cuda_memory_fraction` must be in (0, 1]")
+        if not 0 <= self.speculate <= 16:
+            raise ConfigError(f"`speculate` must be between 0 and 16. Given: {self.speculate}")
         if not 0.0 < self.watermark_gamma < 1.0:
             raise ConfigError("`watermark_gamma` must be in (0, 1)")
 

@@ -1,10 +1,12 @@
 """The engine: one thread that owns the model and every tensor, stepping the batch forward.
 
-Each step: drain the inbox (new requests, aborts) -> schedule -> one forward pass -> sample -> postprocess (append
-tokens, advance grammars, finish on EOS / length, free blocks) -> hand the step's `TokenEvent`s to the client in one
-call. A request whose processing raises fails alone (the step is retried one sequence at a time to find it); the loop
-keeps serving the others. A sequence whose logits come out NaN or inf (an overflow at run time) fails alone too, with a
-model error, and the engine reports itself unhealthy until a later step's logits are all finite.
+Each step: drain the inbox (new requests, aborts) -> schedule -> one forward pass -> sample (with `--speculate`:
+verify each sequence's drafts, server/verification.py) -> postprocess (append the emitted tokens in order, advance
+grammars, finish on EOS / length, roll back rejected drafts, free blocks) -> hand the step's `TokenEvent`s to the
+client in one call. A request whose processing raises fails alone (the step is retried one sequence at a time to
+find it); the loop keeps serving the others. A sequence whose logits come out NaN or inf (an overflow at run
+time) fails alone too, with a model error, and the engine reports itself unhealthy until a later step's logits are all
+finite.
 """
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ from server.protocol import (EngineInfo, EngineRequest, EngineStats, FinishReaso
 from server.sampler import SampledToken, Sampler
 from server.scheduler import ScheduledChunk, Scheduler
 from server.sequence import FINISH_REASONS, Sequence, SequenceStatus
+from server.speculation import Speculator
 from server.watermark import detect
 
 logger = logging.getLogger(__name__)
@@ -58,7 +61,10 @@ class Engine:
         self.runner = ModelRunner(model, num_blocks, config.block_size, dtype, device, backend,
                                   attention == "triton", config.cuda_graphs, self.max_total_tokens)
         self.block_manager = BlockManager(num_blocks, config.block_size, config.enable_prefix_caching)
-        self.scheduler = Scheduler(self.block_manager, config.max_batch_prefill_tokens, config.max_num_seqs)
+        self.speculator = Speculator(config.speculate, self.max_total_tokens, self.checkpoint.eos_token_ids) \
+            if config.speculate else None
+        self.scheduler = Scheduler(self.block_manager, config.max_batch_prefill_tokens, config.max_num_seqs,
+                                   self.speculator)
         self.sampler = Sampler(device, config.watermark_gamma, config.watermark_delta)
         self._inbox: queue.SimpleQueue = queue.SimpleQueue()
         self._arrivals = itertools.count()
@@ -66,6 +72,7 @@ class Engine:
         self._stopping = threading.Event()
         self._step_started: float | None = None
         self._num_steps = self._num_prefill_tokens = self._num_decode_tokens = 0
+        self._num_drafts_proposed = self._num_drafts_accepted = 0
         self._pending: list[TokenEvent] = []  # refusals produced while the loop slept; sent with the next step
         self._step_observers: list[StepObserver] = []
         self._forward_s = 0.0  # of the current step
@@ -111,7 +118,7 @@ class Engine:
     def info(self) -> EngineInfo:
         ckpt = self.checkpoint
         return EngineInfo(ckpt.model_id, str(ckpt.path), ckpt.vocab_size, ckpt.eos_token_ids, self.max_total_tokens,
-                          ckpt.device)
+                          ckpt.device, self.config.speculate)
 
     def detect_watermark(self, token_ids: list[int]) -> WatermarkDetection:
         """Thread-safe (pure): the detector with this engine's gamma over its vocabulary."""
@@ -127,7 +134,9 @@ class Engine:
             alive=self._thread is None or self._thread.is_alive(),
             seconds_since_last_step=0.0 if started is None else time.monotonic() - started,
             num_steps=self._num_steps, num_prefill_tokens_total=self._num_prefill_tokens,
-            num_decode_tokens_total=self._num_decode_tokens, logits_finite=self.logits_finite)
+            num_decode_tokens_total=self._num_decode_tokens,
+            num_draft_tokens_proposed_total=self._num_drafts_proposed,
+            num_draft_tokens_accepted_total=self._num_drafts_accepted, logits_finite=self.logits_finite)
 
     # ----- the loop -----
     def _loop(self, on_events: EventCallback) -> None:
@@ -157,6 +166,7 @@ class Engine:
         method = "decode" if all(c.seq.num_computed_tokens >= c.seq.num_prompt_tokens for c in out.chunks) \
             else "prefill"
         num_seqs, num_tokens, ok = len(out.chunks), out.num_tokens, True
+        drafts0, accepted0 = self._num_drafts_proposed, self._num_drafts_accepted
         self._forward_s = 0.0
         try:
             self._run(out.chunks, events)
@@ -170,49 +180,71 @@ class Engine:
             self._step_started = None
         self._num_steps += 1
         total = time.monotonic() - started
-        info = StepInfo(method, num_seqs, num_tokens, self._forward_s, total - self._forward_s, total, ok)
+        info = StepInfo(method, num_seqs, num_tokens, self._forward_s, total - self._forward_s, total, ok,
+                        self._num_drafts_proposed - drafts0, self._num_drafts_accepted - accepted0)
         for observer in self._step_observers:
             observer(info)
         return events
 
     def _run(self, chunks: list[ScheduledChunk], events: list[TokenEvent]) -> None:
+        sampling = [c for c in chunks if c.samples]  # before commit moves num_computed_tokens: out.seqs' chunks
         started = time.monotonic()
         out = self.runner.run(chunks)
         self._forward_s += time.monotonic() - started
         for rows, logits in out.prompt_logits:
             rows.seq.record_prompt_logprobs(rows.start, self.sampler.prompt_logprobs(logits, rows.targets))
-        seqs, logits, broken = self._split_non_finite(out.logits, out.seqs) if out.seqs else ([], None, [])
-        sampled = self.sampler(logits, seqs) if seqs else []
+        seqs, drafts, logits, broken = self._split_non_finite(out) if out.seqs else ([], [], None, [])
+        if broken:  # only the finite sequences were sampled
+            sampling = [c for c in sampling if not any(c.seq is b for b in broken)]
+        sampled = self.sampler.verify(logits, seqs, drafts, self.checkpoint.eos_token_ids) if seqs else []
         for chunk in chunks:
-            self.scheduler.commit(chunk)
-            n = chunk.num_new_tokens
+            self.scheduler.commit(chunk)  # drafts are committed by accept_drafts, once appended
+            n = chunk.num_new_tokens - len(chunk.drafts)
             if chunk.seq.num_computed_tokens > chunk.seq.num_prompt_tokens and n == 1:
                 self._num_decode_tokens += 1
             else:
                 self._num_prefill_tokens += n
-        for seq, token in zip(seqs, sampled):
+        for chunk, tokens in zip(sampling, sampled):
+            seq, emitted = chunk.seq, 0
             try:
-                self._append(seq, token, events)
+                for token in tokens:  # kept drafts, then the target's token; nothing past EOS or the length
+                    self._append(seq, token, events)
+                    emitted += 1
+                    if seq.is_finished:
+                        break
             except Exception as e:
                 self._fail(seq, e, events)
+            if chunk.drafts:
+                self._num_drafts_proposed += len(chunk.drafts)
+                self._num_drafts_accepted += min(emitted, len(tokens) - 1)
+                self.scheduler.accept_drafts(chunk, len(tokens) - 1)
         for seq in broken:
             self._fail(seq, NON_FINITE_MESSAGE, events)
 
-    def _split_non_finite(self, logits: torch.Tensor, seqs: list[Sequence]):
-        """logits (R, vocab) -> (seqs, logits) of the finite rows, and the sequences whose row holds NaN or inf.
+    def _split_non_finite(self, out):
+        """out.logits (sum(1 + len(d)), vocab) -> (seqs, drafts, logits) of the sequences whose rows are all finite,
+        and the sequences with a NaN or inf in any of their rows.
 
         One reduction and host sync per step; the per-row one runs only when it fails. Sets `logits_finite` (health).
         """
-        if bool(torch.isfinite(logits).all()):
+        if bool(torch.isfinite(out.logits).all()):
             self.logits_finite = True
-            return seqs, logits, []
+            return out.seqs, out.drafts, out.logits, []
         self.logits_finite = False
-        finite = torch.isfinite(logits).all(dim=-1).tolist()  # (R,) bools
-        keep = [r for r, ok in enumerate(finite) if ok]
-        broken = [seq for seq, ok in zip(seqs, finite) if not ok]
+        finite = torch.isfinite(out.logits).all(dim=-1).tolist()  # (R,) bools
+        seqs, drafts, rows, broken, start = [], [], [], [], 0
+        for seq, draft in zip(out.seqs, out.drafts):
+            end = start + 1 + len(draft)  # a sequence's rows are consecutive: after 0 .. k of its drafts
+            if all(finite[start:end]):
+                seqs.append(seq)
+                drafts.append(draft)
+                rows.extend(range(start, end))
+            else:
+                broken.append(seq)
+            start = end
         logger.warning("the model produced non-finite logits for %d of %d sequences; failing them", len(broken),
-                       len(seqs))
-        return [seqs[r] for r in keep], logits[keep], broken
+                       len(out.seqs))
+        return seqs, drafts, out.logits[rows], broken
 
     def _run_isolated(self, chunks: list[ScheduledChunk], events: list[TokenEvent]) -> None:
         """The batch raised: run each chunk alone so only the culprit fails."""

@@ -2,8 +2,8 @@
 
 Owns the model and the KV cache (one (k, v) pair of `(num_blocks, block_size, num_kv_heads, head_dim)` per layer).
 Returns float32 logits only for the rows that need them: the last token of each chunk that completes its sequence
-(to sample), and the prompt positions of requests that asked for prompt logprobs (the sampler turns those into
-logprobs).
+(to sample) and, with speculation, each of its draft tokens after it (to verify), and the prompt positions of
+requests that asked for prompt logprobs (the sampler turns those into logprobs).
 """
 from __future__ import annotations
 
@@ -38,16 +38,18 @@ class StepInputs:
     input_ids: torch.Tensor  # (num_tokens,) int64
     positions: torch.Tensor  # (num_tokens,) int64
     meta: AttentionMetadata
-    sample_rows: list[int]  # row of the last token of each sampling chunk
+    sample_rows: list[int]  # rows of the last token (then its drafts) of each sampling chunk
     sample_seqs: list[Sequence]
+    sample_drafts: list[list[int]]  # per sampling sequence: its draft ids (1 + len rows each)
     prompt_rows: list[PromptRows]
 
 
 @dataclass
 class StepOutput:
-    logits: torch.Tensor  # (len(seqs), vocab) float32: the next-token logits of each sampling sequence
-    seqs: list[Sequence]
+    logits: torch.Tensor  # (sum(1 + len(d) for d in drafts), vocab) float32: each sampling sequence's next-token
+    seqs: list[Sequence]  # logits, then those after each of its drafts (rows of one sequence are consecutive)
     prompt_logits: list[tuple[PromptRows, torch.Tensor]]  # (rows, (rows.length, vocab) float32)
+    drafts: list[list[int]]
 
 
 class ModelRunner:
@@ -75,19 +77,21 @@ class ModelRunner:
         """Flatten the chunks into token-major tensors and attention metadata."""
         bs = self.block_size
         ids, positions, slots, seq_lens, q_lens = [], [], [], [], []
-        sample_rows, sample_seqs, prompt_rows = [], [], []
+        sample_rows, sample_seqs, sample_drafts, prompt_rows = [], [], [], []
         for chunk in chunks:
             seq, start, n = chunk.seq, chunk.seq.num_computed_tokens, chunk.num_new_tokens
             row0 = len(ids)
-            ids.extend(seq.token_ids[start:start + n])
+            ids.extend(seq.token_ids[start:start + n - len(chunk.drafts)])
+            ids.extend(chunk.drafts)
             positions.extend(range(start, start + n))
             table = seq.block_table
             slots.extend(table[p // bs] * bs + p % bs for p in range(start, start + n))
             seq_lens.append(start + n)
             q_lens.append(n)
             if chunk.samples:
-                sample_rows.append(row0 + n - 1)
+                sample_rows.extend(range(row0 + n - 1 - len(chunk.drafts), row0 + n))
                 sample_seqs.append(seq)
+                sample_drafts.append(chunk.drafts)
             if seq.wants_prompt_logprobs:
                 scored = min(start + n, seq.num_prompt_tokens - 1) - start  # the last prompt token scores nothing
                 if scored > 0:
@@ -98,7 +102,7 @@ class ModelRunner:
         meta = AttentionMetadata.build(q_lens, seq_lens, slots, tables, dev).prepare()
         return StepInputs(torch.tensor(ids, dtype=torch.int64, device=dev),
                           torch.tensor(positions, dtype=torch.int64, device=dev), meta, sample_rows, sample_seqs,
-                          prompt_rows)
+                          sample_drafts, prompt_rows)
 
     @torch.inference_mode()
     def forward(self, inputs: StepInputs) -> torch.Tensor:
@@ -115,4 +119,4 @@ class ModelRunner:
         # The logits at position p score prompt token p + 1 (raw distribution: no penalties or warpers).
         prompt = [(r, self.model.compute_logits(hidden[r.row:r.row + r.length])) for r in inputs.prompt_rows]
         logits = self.model.compute_logits(hidden[inputs.sample_rows])
-        return StepOutput(logits, inputs.sample_seqs, prompt)
+        return StepOutput(logits, inputs.sample_seqs, prompt, inputs.sample_drafts)

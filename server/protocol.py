@@ -110,6 +110,8 @@ class EngineStats:
     num_steps: int = 0
     num_prefill_tokens_total: int = 0
     num_decode_tokens_total: int = 0
+    num_draft_tokens_proposed_total: int = 0  # speculation: draft tokens verified, and those kept
+    num_draft_tokens_accepted_total: int = 0
     logits_finite: bool = True  # False from a step whose logits held NaN/inf until a later step's are all finite
 
 
@@ -124,6 +126,8 @@ class StepInfo:
     sample_s: float  # logits pipeline, sampling, postprocess
     total_s: float
     ok: bool
+    num_draft_tokens: int = 0  # speculation: draft tokens verified this step, and those kept
+    num_accepted_tokens: int = 0
 
 
 @dataclass(frozen=True)
@@ -136,6 +140,7 @@ class EngineInfo:
     eos_token_ids: tuple[int, ...]
     max_total_tokens: int  # prompt + generated tokens one sequence may reach in this engine
     device: str
+    speculate: int = 0  # --speculate: most draft tokens verified per sequence and step (0: off)
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ import torch
 
 from server.protocol import draw_seed
 from server.sequence import Sequence
+from server.verification import accept, draft_rows
 from server.watermark import apply_watermark
 
 
@@ -53,6 +54,37 @@ class Sampler:
         rows = zip(chosen.tolist(), chosen_logprobs.tolist())
         return [SampledToken(t, lp, tuple(zip(top_ids[r], top_lp[r]))[: s.params.top_n_tokens] if max_n else ())
                 for r, ((t, lp), s) in enumerate(zip(rows, seqs))]
+
+    def verify(self, logits: torch.Tensor, seqs: list[Sequence], drafts: list[list[int]],
+               eos_token_ids: tuple[int, ...]) -> list[list[SampledToken]]:
+        """Speculation: logits (sum(1 + len(d)), vocab) float32, each sequence's rows after 0 .. k of its drafts
+        (server.verification) -> per sequence the tokens it emits: its kept drafts, then the target's token."""
+        if not any(drafts):
+            return [[t] for t in self(logits, seqs)]
+        rows = draft_rows(seqs, drafts, eos_token_ids)
+        logits = self.process(logits, rows)
+        logprobs = torch.log_softmax(logits, dim=-1)  # (R, vocab)
+        chosen = accept(logits, seqs, drafts)  # per sequence (ids, rows)
+        flat_rows = [r for _, rs in chosen for r in rs]
+        flat_ids = [t for ts, _ in chosen for t in ts]
+        index = torch.tensor(flat_rows, device=logits.device)
+        chosen_lp = logprobs[index, torch.tensor(flat_ids, device=logits.device)].tolist()
+        top = self._top_n(logprobs[index], [seqs[i].params.top_n_tokens for i, (ts, _) in enumerate(chosen)
+                                            for _ in ts])
+        tokens, i = [], 0
+        for ts, _ in chosen:
+            tokens.append([SampledToken(t, chosen_lp[i + j], top[i + j]) for j, t in enumerate(ts)])
+            i += len(ts)
+        return tokens
+
+    @staticmethod
+    def _top_n(logprobs: torch.Tensor, top_n: list[int]) -> list[tuple[tuple[int, float], ...]]:
+        """logprobs (R, vocab) -> each row's top_n[r] (id, logprob) alternatives, best first."""
+        max_n = max(top_n)
+        if not max_n:
+            return [()] * len(top_n)
+        lp, ids = logprobs.topk(min(max_n, logprobs.shape[-1]), dim=-1)
+        return [tuple(zip(i, v))[:n] for i, v, n in zip(ids.tolist(), lp.tolist(), top_n)]
 
     @staticmethod
     def prompt_logprobs(logits: torch.Tensor, targets: list[int]) -> list[float]:

@@ -5,6 +5,11 @@ FIFO order while the budget (`max_batch_prefill_tokens` tokens per forward pass)
 are prefilled in chunks. When blocks run out, the newest running sequence is preempted: its blocks are freed (they
 stay in the prefix cache) and it goes back to the front of the queue to be recomputed later, keeping the tokens it
 generated. Nothing fails for lack of memory once a request has been admitted.
+
+With speculation (`speculator` set), a decoding sequence's chunk also carries draft tokens to verify after its last
+token. Drafts count against the token budget, never preempt anyone (they get blocks only when blocks are free), and
+`accept_drafts` rolls back what verification rejected: the sequence's computed length stops after the accepted
+drafts and the blocks past its tokens go back to the pool.
 """
 from __future__ import annotations
 
@@ -12,18 +17,20 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from server.block_manager import BlockManager
+from server.speculation import Speculator
 from server.sequence import Sequence, SequenceStatus
 
 
 @dataclass
 class ScheduledChunk:
     seq: Sequence
-    num_new_tokens: int  # tokens fed this step, starting at seq.num_computed_tokens
+    num_new_tokens: int  # tokens fed this step, starting at seq.num_computed_tokens (drafts included)
+    drafts: list[int] = field(default_factory=list)  # speculative ids fed after the sequence's last token
 
     @property
     def samples(self) -> bool:
         """Whether this chunk reaches the end of the sequence, so the step samples its next token."""
-        return self.seq.num_computed_tokens + self.num_new_tokens == self.seq.num_tokens
+        return self.seq.num_computed_tokens + self.num_new_tokens - len(self.drafts) == self.seq.num_tokens
 
 
 @dataclass
@@ -41,8 +48,10 @@ class SchedulerOutput:
 
 
 class Scheduler:
-    def __init__(self, block_manager: BlockManager, max_batch_prefill_tokens: int, max_num_seqs: int):
+    def __init__(self, block_manager: BlockManager, max_batch_prefill_tokens: int, max_num_seqs: int,
+                 speculator: Speculator | None = None):
         self.block_manager = block_manager
+        self.speculator = speculator
         self.token_budget = max_batch_prefill_tokens
         self.max_num_seqs = max_num_seqs
         self.waiting: deque[Sequence] = deque()
@@ -83,8 +92,11 @@ class Scheduler:
             num_new = min(seq.num_uncomputed_tokens, budget)
             if not self._make_room(seq, num_new, out):
                 continue
-            out.chunks.append(ScheduledChunk(seq, num_new))
-            budget -= num_new
+            chunk = ScheduledChunk(seq, num_new)
+            if self.speculator is not None and seq.num_uncomputed_tokens == 1 and budget > 1:
+                self._add_drafts(chunk, budget - 1)
+            out.chunks.append(chunk)
+            budget -= chunk.num_new_tokens
         if not out.preempted:
             budget = self._admit_waiting(budget, out)
         return out
@@ -104,6 +116,22 @@ class Scheduler:
                 return False
         seq.block_table.extend(self.block_manager.allocate(needed))
         return True
+
+    def _add_drafts(self, chunk: ScheduledChunk, budget: int) -> None:
+        """Give a decode chunk the speculator's drafts, as many as the budget and the free blocks allow."""
+        seq = chunk.seq
+        drafts = self.speculator.drafts(seq, len(self.running))[:budget]
+        if not drafts:
+            return
+        bm = self.block_manager
+        extra = self._blocks_needed(seq, 1 + len(drafts))
+        if extra > 0 and not bm.can_allocate(extra):  # drafts never preempt: use what the table already holds
+            drafts = drafts[:len(seq.block_table) * bm.block_size - seq.num_computed_tokens - 1]
+            extra = 0
+        if extra > 0:
+            seq.block_table.extend(bm.allocate(extra))
+        chunk.drafts = drafts
+        chunk.num_new_tokens += len(drafts)
 
     def _admit_waiting(self, budget: int, out: SchedulerOutput) -> int:
         bm = self.block_manager
@@ -135,9 +163,22 @@ class Scheduler:
         self.waiting.appendleft(seq)
 
     def commit(self, chunk: ScheduledChunk) -> None:
-        """After a successful forward pass: the chunk's K/V is cached; publish newly full blocks."""
-        chunk.seq.num_computed_tokens += chunk.num_new_tokens
+        """After a successful forward pass: the chunk's K/V is cached; publish newly full blocks. A chunk's drafts
+        are not committed here: `accept_drafts` does that once they are verified and appended."""
+        chunk.seq.num_computed_tokens += chunk.num_new_tokens - len(chunk.drafts)
         self.block_manager.hash_full_blocks(chunk.seq)
+
+    def accept_drafts(self, chunk: ScheduledChunk, num_accepted: int) -> None:
+        """After verification and append: the K/V of the first num_accepted drafts is valid (they are the
+        sequence's tokens now); the rest is dropped: its slots are past the computed length (overwritten later)
+        and its blocks past the sequence's tokens are freed."""
+        seq = chunk.seq
+        if not chunk.drafts or seq.is_finished:
+            return  # a finished sequence has released everything already
+        seq.draft.record(len(chunk.drafts), num_accepted)
+        seq.num_computed_tokens += num_accepted
+        self.block_manager.hash_full_blocks(seq)
+        self.block_manager.truncate(seq, seq.num_tokens)
 
     def finish(self, seq: Sequence, status: SequenceStatus) -> None:
         """Remove a sequence wherever it is and free its blocks at once."""

@@ -54,6 +54,7 @@ class Sequence:
             [None] * self.num_prompt_tokens if request.params.prompt_logprobs else None
         self.first_event_sent = False
         self.scheduled_at: float | None = None  # time.monotonic() of the first step that ran it
+        self.draft: Any = None  # server.speculation.DraftState, made by the speculator on the first decode step
 
     def append(self, token_id: int, is_eos: bool) -> None:
         """Add a generated token, advancing the grammar (EOS in a final state ends it without an automaton step)."""

@@ -20,12 +20,6 @@ def strict_json(text: str):
     return json.loads(text, parse_constant=refuse)
 
 
-@pytest.fixture(scope="module")
-def http(server, auth_headers):
-    with httpx.Client(base_url=server.url, headers=auth_headers, timeout=60) as client:
-        yield client
-
-
 @pytest.fixture
 def no_errors_logged(caplog):
     caplog.set_level(logging.WARNING)

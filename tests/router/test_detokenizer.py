@@ -48,3 +48,22 @@ def test_stop_inside_one_token_and_earliest_wins():
     assert m.feed("ab") == ("ab", None) and m.flush() == ""
     m = StopMatcher(["zz"], cut=True)
     assert m.feed("az") == ("a", None) and m.flush() == "z"  # released at the end without a match
+
+
+def test_token_texts_alone_for_tgi_with_leading_space_for_openai(tokenizer):
+    """TokenTexts.text is the token decoded alone (TGI's top tokens and prefill); .piece keeps the leading space a
+    SentencePiece decoder drops from a text's first token (OpenAI logprobs); both views of one cache."""
+    from router.detokenizer import TokenTexts
+
+    texts = TokenTexts(tokenizer)
+    spaced = next(i for i in range(tokenizer.vocab_size)
+                  if tokenizer.convert_ids_to_tokens(i).startswith("\u2581") and len(tokenizer.convert_ids_to_tokens(i)) > 2)
+    word = tokenizer.convert_ids_to_tokens(spaced)[1:]
+    assert texts.text(spaced) == word
+    assert texts.piece(spaced) == " " + word
+    assert texts.bytes(spaced) == list((" " + word).encode())
+    eos = tokenizer.eos_token_id
+    assert texts.text(eos) == texts.piece(eos) == tokenizer.eos_token  # special tokens as written
+    byte_piece = tokenizer.convert_tokens_to_ids("<0xE2>")
+    if byte_piece != tokenizer.unk_token_id:  # byte-fallback vocabularies: the byte itself
+        assert texts.bytes(byte_piece) == [0xE2]

@@ -21,12 +21,6 @@ SCHEMA = {"type": "object", "properties": {"answer": {"type": "integer", "minimu
 SLOW_REGEX = "(?:[a-z]{0,60}[0-9]{0,60}){60}x"
 
 
-@pytest.fixture(scope="module")
-def http(server, auth_headers):
-    with httpx.Client(base_url=server.url, headers=auth_headers, timeout=60) as client:
-        yield client
-
-
 def sampled(seed: int, grammar: dict, max_new_tokens: int = 48) -> dict:
     return {"max_new_tokens": max_new_tokens, "do_sample": True, "seed": seed, "details": True, "grammar": grammar}
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-import httpx
 import jsonschema
 import pytest
 from referencing import Registry
@@ -13,12 +12,6 @@ from referencing.jsonschema import DRAFT202012
 from tests.router.openapi_schema import _nullable
 
 pytestmark = pytest.mark.timeout(120)
-
-
-@pytest.fixture(scope="module")
-def http(server, auth_headers):
-    with httpx.Client(base_url=server.url, headers=auth_headers, timeout=60) as client:
-        yield client
 
 
 @pytest.fixture(scope="module")

@@ -14,12 +14,6 @@ GENERATE_HEADERS = ("x-compute-type", "x-compute-time", "x-compute-characters", 
 CHAT = {"messages": [{"role": "user", "content": "What is 2+2?"}], "max_tokens": 4, "temperature": 0}
 
 
-@pytest.fixture(scope="module")
-def http(server, auth_headers):
-    with httpx.Client(base_url=server.url, headers=auth_headers, timeout=60) as client:
-        yield client
-
-
 def test_chat_headers_are_generates(http):
     r = http.post("/v1/chat/completions", json=CHAT)
     assert r.status_code == 200, r.text
