@@ -22,6 +22,7 @@ from router.chat_tokenize import simple_tokens
 from router.config import RouterConfig
 from router.errors import RouterError, ValidationError
 from router.http import PayloadLimit, install_error_handlers, parse_body, read_json, to_model
+from router.overload import OverloadGate
 from router.state import RouterState, build_state
 from router.streaming import generate_response, sse_response, stream_ending, tgi_error_event, tgi_events
 from router.timing import generation_headers, stream_headers
@@ -120,9 +121,12 @@ def _watermark(state: RouterState, text: str) -> dict:
 
 def _register_open(app: FastAPI, state: RouterState) -> None:
     async def health() -> Response:
-        if state.is_healthy():
+        problem = state.health_problem()
+        if problem is None:
             return Response(status_code=200)
-        return JSONResponse({"error": "unhealthy", "error_type": "healthcheck"}, status_code=503)
+        # TGI's body exactly; the reason (e.g. NaN logits, a wedged engine) goes in a header for operators.
+        return JSONResponse({"error": "unhealthy", "error_type": "healthcheck"}, status_code=503,
+                            headers={"x-unhealthy-reason": problem})
 
     for path in ("/health", "/ping", "/"):
         app.add_api_route(path, health, methods=["GET"], tags=["TGI"], summary="Health check (503 when wedged)",
@@ -226,6 +230,8 @@ def create_app(client, config: RouterConfig) -> FastAPI:
                   description="TGI-compatible text generation server")
     app.state.router = state
     install_error_handlers(app, _count_failure(state))
+    app.add_middleware(OverloadGate, infer=state.infer, metrics=state.metrics, api_key=config.api_key,
+                       compute_type=state.compute_type)  # inside CORS: refusals carry its headers too
     app.add_middleware(CORSMiddleware, allow_origins=list(config.cors_allow_origin) or ["*"],
                        allow_methods=["GET", "POST"], allow_headers=["content-type", "authorization"])
     app.add_middleware(PayloadLimit, limit=config.payload_limit)

@@ -25,6 +25,7 @@ from starlette.requests import ClientDisconnect
 from starlette.responses import JSONResponse
 
 from router.errors import RouterError
+from router.overload import RETRY_AFTER_S
 from router.shutdown import DRAIN, SHUTDOWN_BODY
 
 M = TypeVar("M", bound=BaseModel)
@@ -185,8 +186,8 @@ def install_error_handlers(app: FastAPI, on_error=None) -> None:
 
 
 def retry_after(e: RouterError) -> dict | None:
-    """429s say when to come back: a second is about how long a short generation holds its permit."""
-    return {"Retry-After": "1"} if e.status == 429 else None
+    """429s say when to come back (the same as router.overload's refusals)."""
+    return {"Retry-After": str(RETRY_AFTER_S)} if e.status == 429 else None
 
 
 def finite_or_none(value: float | None) -> float | None:

@@ -39,7 +39,11 @@ class RouterState:
                 "speculate": self.client.info.speculate}
 
     def is_healthy(self) -> bool:
-        return self.client.is_healthy(self.config.wedge_timeout_s)
+        return self.health_problem() is None
+
+    def health_problem(self) -> str | None:
+        """Why /health answers 503, or None (server.client.EngineClient.health_problem)."""
+        return self.client.health_problem(self.config.wedge_timeout_s)
 
 
 def _grammar_compiler(client, config: RouterConfig):

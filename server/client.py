@@ -59,10 +59,20 @@ class EngineClient:
         return self.engine.stats()
 
     def is_healthy(self, wedge_timeout_s: float) -> bool:
-        """The engine thread is alive and, when it has work, finished a step within wedge_timeout_s."""
+        return self.health_problem(wedge_timeout_s) is None
+
+    def health_problem(self, wedge_timeout_s: float) -> str | None:
+        """None when healthy: the engine thread is alive, when it has work it finished a step within wedge_timeout_s,
+        and the model's last sampled logits were finite (NaN/inf makes it unhealthy until a later step's are not)."""
         stats = self.stats()
         has_work = stats.num_running + stats.num_waiting > 0
-        return stats.alive and not (has_work and stats.seconds_since_last_step > wedge_timeout_s)
+        if not stats.alive:
+            return "the engine thread has stopped"
+        if has_work and stats.seconds_since_last_step > wedge_timeout_s:
+            return f"no engine step finished for {stats.seconds_since_last_step:.0f} s"
+        if not stats.logits_finite:
+            return "the model produced non-finite logits (NaN or inf) in its last step"
+        return None
 
     def add_step_observer(self, observer: Callable[[StepInfo], None]) -> None:
         """observer(StepInfo) after every engine step, called on the engine thread (keep it cheap, thread-safe)."""

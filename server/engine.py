@@ -4,7 +4,9 @@ Each step: drain the inbox (new requests, aborts) -> schedule -> one forward pas
 verify each sequence's drafts, server/verification.py) -> postprocess (append the emitted tokens in order, advance
 grammars, finish on EOS / length, roll back rejected drafts, free blocks) -> hand the step's `TokenEvent`s to the
 client in one call. A request whose processing raises fails alone (the step is retried one sequence at a time to
-find it); the loop keeps serving the others.
+find it); the loop keeps serving the others. A sequence whose logits come out NaN or inf (an overflow at run
+time) fails alone too, with a model error, and the engine reports itself unhealthy until a later step's logits are all
+finite.
 """
 from __future__ import annotations
 
@@ -34,6 +36,9 @@ from server.watermark import detect
 logger = logging.getLogger(__name__)
 
 CPU_DEFAULT_POOL_TOKENS = 32768
+# The sequence's error (router: 424 "Request failed during generation: ...", error_type "generation").
+NON_FINITE_MESSAGE = ("the model produced non-finite logits (NaN or inf) for this sequence; the model or its weights "
+                      "overflow in this dtype")
 EventCallback = Callable[[list[TokenEvent]], None]
 StepObserver = Callable[[StepInfo], None]
 
@@ -72,6 +77,8 @@ class Engine:
         self._pending: list[TokenEvent] = []  # refusals produced while the loop slept; sent with the next step
         self._step_observers: list[StepObserver] = []
         self._forward_s = 0.0  # of the current step
+        # False from a step whose logits held NaN/inf until a later step's are all finite (reported by /health).
+        self.logits_finite = True
         logger.info("engine ready: %d KV blocks of %d tokens, attention=%s, max_total_tokens=%d", num_blocks,
                     config.block_size, attention, self.max_total_tokens)
 
@@ -130,7 +137,7 @@ class Engine:
             num_steps=self._num_steps, num_prefill_tokens_total=self._num_prefill_tokens,
             num_decode_tokens_total=self._num_decode_tokens,
             num_draft_tokens_proposed_total=self._num_drafts_proposed,
-            num_draft_tokens_accepted_total=self._num_drafts_accepted)
+            num_draft_tokens_accepted_total=self._num_drafts_accepted, logits_finite=self.logits_finite)
 
     # ----- the loop -----
     def _loop(self, on_events: EventCallback) -> None:
@@ -187,8 +194,10 @@ class Engine:
         self._forward_s += time.monotonic() - started
         for rows, logits in out.prompt_logits:
             rows.seq.record_prompt_logprobs(rows.start, self.sampler.prompt_logprobs(logits, rows.targets))
-        sampled = self.sampler.verify(out.logits, out.seqs, out.drafts, self.checkpoint.eos_token_ids) \
-            if out.seqs else []
+        seqs, drafts, logits, broken = self._split_non_finite(out) if out.seqs else ([], [], None, [])
+        if broken:  # only the finite sequences were sampled
+            sampling = [c for c in sampling if not any(c.seq is b for b in broken)]
+        sampled = self.sampler.verify(logits, seqs, drafts, self.checkpoint.eos_token_ids) if seqs else []
         for chunk in chunks:
             self.scheduler.commit(chunk)  # drafts are committed by accept_drafts, once appended
             n = chunk.num_new_tokens - len(chunk.drafts)
@@ -210,6 +219,33 @@ class Engine:
                 self._num_drafts_proposed += len(chunk.drafts)
                 self._num_drafts_accepted += min(emitted, len(tokens) - 1)
                 self.scheduler.accept_drafts(chunk, len(tokens) - 1)
+        for seq in broken:
+            self._fail(seq, NON_FINITE_MESSAGE, events)
+
+    def _split_non_finite(self, out):
+        """out.logits (sum(1 + len(d)), vocab) -> (seqs, drafts, logits) of the sequences whose rows are all finite,
+        and the sequences with a NaN or inf in any of their rows.
+
+        One reduction and host sync per step; the per-row one runs only when it fails. Sets `logits_finite` (health).
+        """
+        if bool(torch.isfinite(out.logits).all()):
+            self.logits_finite = True
+            return out.seqs, out.drafts, out.logits, []
+        self.logits_finite = False
+        finite = torch.isfinite(out.logits).all(dim=-1).tolist()  # (R,) bools
+        seqs, drafts, rows, broken, start = [], [], [], [], 0
+        for seq, draft in zip(out.seqs, out.drafts):
+            end = start + 1 + len(draft)  # a sequence's rows are consecutive: after 0 .. k of its drafts
+            if all(finite[start:end]):
+                seqs.append(seq)
+                drafts.append(draft)
+                rows.extend(range(start, end))
+            else:
+                broken.append(seq)
+            start = end
+        logger.warning("the model produced non-finite logits for %d of %d sequences; failing them", len(broken),
+                       len(out.seqs))
+        return seqs, drafts, out.logits[rows], broken
 
     def _run_isolated(self, chunks: list[ScheduledChunk], events: list[TokenEvent]) -> None:
         """The batch raised: run each chunk alone so only the culprit fails."""

@@ -112,6 +112,7 @@ class EngineStats:
     num_decode_tokens_total: int = 0
     num_draft_tokens_proposed_total: int = 0  # speculation: draft tokens verified, and those kept
     num_draft_tokens_accepted_total: int = 0
+    logits_finite: bool = True  # False from a step whose logits held NaN/inf until a later step's are all finite
 
 
 @dataclass(frozen=True)
