@@ -13,6 +13,8 @@
 #include <cstdint>
 #include <cstring>
 
+#include "paged_attention_math.h"
+
 namespace rho_serve {
 namespace {
 
@@ -74,31 +76,10 @@ at::Tensor add_rms_norm_(const at::Tensor& x, at::Tensor& residual, const at::Te
   return out;
 }
 
-// exp(x) for x <= 0 in a form g++ vectorises: x = k ln2 + r (Cody-Waite), exp(r) by Cephes' degree-6 polynomial
-// (relative error ~1e-7), 2^k in the exponent bits. k is rounded with the 1.5 * 2^23 trick, not floorf: a floorf call
-// keeps g++ 12 from vectorising the loop at all (-fopt-info-vec: "no vectype"), which made this op 6x slower than
-// torch's silu. Inputs below -87 give ~1e-38 instead of 0.
-inline float exp_nonpositive_vec(float x) {
-  x = x < -87.f ? -87.f : x;
-  const float k = (x * 1.44269504088896341f + 12582912.f) - 12582912.f;
-  const float r = x - k * 0.693359375f + k * 2.12194440e-4f;
-  float p = 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  p = p * r * r + r + 1.f;
-  const int32_t bits = (static_cast<int32_t>(k) + 127) << 23;
-  float two_k;
-  std::memcpy(&two_k, &bits, sizeof(two_k));
-  return p * two_k;
-}
-
 // sigmoid(x) from e = exp(-|x|) <= 1, so the exp never overflows: 1 / (1 + e) for x >= 0, e / (1 + e) below. Both
 // sides computed and then selected (a blend), so the loop vectorises; a branch per element kept it scalar (6x slower).
 inline float sigmoid(float x) {
-  const float e = exp_nonpositive_vec(x < 0.f ? x : -x);
+  const float e = exp_nonpositive(x < 0.f ? x : -x);
   const float r = 1.f / (1.f + e);
   const float below = e * r;
   return x >= 0.f ? r : below;

@@ -39,10 +39,12 @@ inline void axpy(float a, const T* __restrict x, float* __restrict y, int64_t n)
 
 // exp(x) for x <= 0 (scores minus their running max), written so that a loop of it vectorises: x = k ln2 + r with
 // |r| <= ln2/2 (Cody-Waite split of ln2), exp(r) by Cephes' degree-6 polynomial (relative error ~1e-7), 2^k built in
-// the exponent bits. Inputs below -87 (including -inf) give ~1e-38 instead of 0, which is harmless as a weight.
+// the exponent bits. Inputs below -87 (including -inf) give ~1e-38 instead of 0, which is harmless as a weight. k is
+// rounded with the 1.5 * 2^23 trick, not floorf: a floorf call keeps g++ 12 from vectorising the loop ("no vectype").
+// Shared with fused_ops.cpp (SiLU).
 inline float exp_nonpositive(float x) {
   x = x < -87.f ? -87.f : x;
-  const float k = __builtin_floorf(x * 1.44269504088896341f + 0.5f);
+  const float k = (x * 1.44269504088896341f + 12582912.f) - 12582912.f;
   const float r = x - k * 0.693359375f + k * 2.12194440e-4f;
   float p = 1.9875691500e-4f;
   p = p * r + 1.3981999507e-3f;
