@@ -15,11 +15,12 @@ import asyncio
 import json
 import os
 import random
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from bench.serve_load import ServerProcess, free_port
 
 REPO = Path(__file__).resolve().parents[1]
 WORDS = "the of and a to in is you that it he was for on are as with his they at be this have from".split()
@@ -66,23 +67,6 @@ async def run_http(url: str, requests, concurrency: int) -> tuple[float, int]:
     return time.perf_counter() - start, sum(counts)
 
 
-def start_server(model: Path, port: int, threads: int) -> subprocess.Popen:
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
-    proc = subprocess.Popen([sys.executable, "-m", "router", "--model-id", str(model), "--hostname", "127.0.0.1",
-                             "--port", str(port), "--num-threads", str(threads), "--max-total-tokens", "1024"],
-                            cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    import httpx
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            time.sleep(0.5)
-    proc.kill()
-    raise RuntimeError("rho-serve did not start")
-
-
 def measure_in_process(model: Path, requests, args) -> tuple[float, int]:
     import torch
 
@@ -97,14 +81,15 @@ def measure_in_process(model: Path, requests, args) -> tuple[float, int]:
 
 
 def measure_http(model: Path, requests, args) -> tuple[float, int]:
-    port = 20000 + os.getpid() % 20000
-    proc = start_server(model, port, args.threads)
-    try:
-        asyncio.run(run_http(f"http://127.0.0.1:{port}", requests[:4], 4))  # warm-up
-        return asyncio.run(run_http(f"http://127.0.0.1:{port}", requests, args.concurrency))
-    finally:
-        proc.terminate()
-        proc.wait(timeout=60)
+    port = free_port()
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
+    argv = [sys.executable, "-m", "router", "--model-id", str(model), "--hostname", "127.0.0.1", "--port", str(port),
+            "--num-threads", str(args.threads), "--max-total-tokens", "1024"]
+    with tempfile.TemporaryDirectory() as tmp, ServerProcess(argv, port, Path(tmp) / "rho-serve.log", cwd=REPO,
+                                                             env=env) as server:
+        server.wait_healthy(180)
+        asyncio.run(run_http(server.url, requests[:4], 4))  # warm-up
+        return asyncio.run(run_http(server.url, requests, args.concurrency))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -24,14 +24,14 @@ import os
 import random
 import re
 import resource
-import socket
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from bench.serve_load import ServerProcess, free_port
 
 REPO = Path(__file__).resolve().parents[1]
 HOST = "127.0.0.1"  # loopback only: this tool never sends load anywhere else
@@ -53,12 +53,6 @@ class Tally:
         self.codes[code] = self.codes.get(code, 0) + 1
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
-
-
 def rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -66,23 +60,17 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
-def start_server(model: Path, port: int, args) -> subprocess.Popen:
-    import httpx
-
+def start_server(model: Path, port: int, args, log: Path) -> ServerProcess:
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
-    proc = subprocess.Popen([sys.executable, "-m", "router", "--model-id", str(model), "--hostname", HOST,
-                             "--port", str(port), "--num-threads", str(args.threads), "--max-total-tokens", "1100",
-                             "--max-concurrent-requests", str(args.concurrency)],
-                            cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://{HOST}:{port}/health", timeout=2).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            time.sleep(0.5)
-    proc.kill()
-    raise RuntimeError("rho-serve did not start")
+    server = ServerProcess([sys.executable, "-m", "router", "--model-id", str(model), "--hostname", HOST,
+                            "--port", str(port), "--num-threads", str(args.threads), "--max-total-tokens", "1100",
+                            "--max-concurrent-requests", str(args.concurrency)], port, log, cwd=REPO, env=env)
+    try:
+        server.wait_healthy(180)
+    except RuntimeError:
+        server.stop()
+        raise
+    return server
 
 
 async def post(session, url: str, body: dict, tally: Tally, timeout: float = 120.0) -> tuple[str, float]:
@@ -208,9 +196,9 @@ def pct(values: list[float], q: float) -> float:
 def run_scenarios(model: Path, args) -> list[tuple]:
     port = free_port()
     url = f"http://{HOST}:{port}"
-    proc = start_server(model, port, args)
     rows = []
-    try:
+    with tempfile.TemporaryDirectory() as tmp, start_server(model, port, args, Path(tmp) / "rho-serve.log") as server:
+        proc = server.proc
         asyncio.run(scenario("baseline", url, port, argparse.Namespace(**{**vars(args), "seconds": 2})))  # warm-up
         idle_rss = rss_mb(proc.pid)
         for name in ("baseline", "overload-2x", "overload-8x", "storm-8x", "disconnect", "slow-reader"):
@@ -223,9 +211,6 @@ def run_scenarios(model: Path, args) -> list[tuple]:
             rows.append((name, tally, kv, work, before, rss_mb(proc.pid)))
         if args.schemathesis:
             rows.append(("schemathesis", run_schemathesis(url, args), idle_rss))
-    finally:
-        proc.terminate()
-        proc.wait(timeout=60)
     return rows
 
 
