@@ -41,22 +41,28 @@ def workload(n: int, seed: int) -> list[tuple[list[int], int]]:
             for _ in range(n)]
 
 
+def time_forward(engine) -> list[float]:
+    """Wrap the engine's model forward so that its seconds add up in the returned one-element list."""
+    total = [0.0]
+    original = engine.runner.forward
+
+    def timed(inputs):
+        t = time.perf_counter()
+        out = original(inputs)
+        total[0] += time.perf_counter() - t
+        return out
+
+    engine.runner.forward = timed
+    return total
+
+
 def run_engine(model_dir: Path, work, concurrency: int) -> dict:
     from server.config import EngineConfig
     from server.engine import Engine
     from server.protocol import EngineRequest, SamplingParams
 
     engine = Engine(EngineConfig(model_id=str(model_dir), max_batch_prefill_tokens=2048))
-    forward_time = [0.0]
-    original = engine.runner.forward
-
-    def timed_forward(inputs):
-        t = time.perf_counter()
-        out = original(inputs)
-        forward_time[0] += time.perf_counter() - t
-        return out
-
-    engine.runner.forward = timed_forward
+    forward_time = time_forward(engine)
     split = {"prefill": [0, 0.0], "decode": [0, 0.0]}  # method -> [steps, seconds]
 
     def observe(step) -> None:

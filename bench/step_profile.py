@@ -39,16 +39,9 @@ def profile(model_dir: str, n: int, steps: int, prompt_len: int, top: int) -> No
 
     engine = Engine(EngineConfig(model_id=model_dir))
     _fill(engine, n, prompt_len, engine.checkpoint.vocab_size)
-    forward = [0.0]
-    original = engine.runner.forward
+    from bench.engine_bench import time_forward
 
-    def timed(inputs):
-        t = time.perf_counter()
-        out = original(inputs)
-        forward[0] += time.perf_counter() - t
-        return out
-
-    engine.runner.forward = timed
+    forward = time_forward(engine)
     t = time.perf_counter()
     for _ in range(steps):
         engine.step()
