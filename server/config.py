@@ -99,6 +99,9 @@ class EngineConfig:
     watermark_delta: float = setting(2.0, "Watermark logit bias added to green tokens")
     num_threads: int | None = setting(None, "torch intra-op threads on CPU", shown="torch's choice")
     speculate: int = setting(0, "N-gram speculation: draft tokens verified per sequence and step (0: off)")
+    speculate_history: int = setting(65_536, "N-grams of finished outputs that greedy requests also draft from "
+                                     "(15-17 MB when full; 0: each request drafts from its own text only, so no "
+                                     "request's speed depends on another's output)")
 
     def __post_init__(self) -> None:
         """Each field's own range (cross-field launch rules: router.config.check_launch)."""
@@ -116,6 +119,8 @@ class EngineConfig:
             raise ConfigError("`cuda_memory_fraction` must be in (0, 1]")
         if not 0 <= self.speculate <= 16:
             raise ConfigError(f"`speculate` must be between 0 and 16. Given: {self.speculate}")
+        if self.speculate_history < 0:
+            raise ConfigError(f"`speculate_history` must be 0 or more. Given: {self.speculate_history}")
         if not 0.0 < self.watermark_gamma < 1.0:
             raise ConfigError("`watermark_gamma` must be in (0, 1)")
 

@@ -62,8 +62,8 @@ class Engine:
         self.runner = ModelRunner(model, num_blocks, config.block_size, dtype, device, backend,
                                   attention == "triton", config.cuda_graphs, self.max_total_tokens)
         self.block_manager = BlockManager(num_blocks, config.block_size, config.enable_prefix_caching)
-        self.speculator = Speculator(config.speculate, self.max_total_tokens, self.checkpoint.eos_token_ids) \
-            if config.speculate else None
+        self.speculator = Speculator(config.speculate, self.max_total_tokens, self.checkpoint.eos_token_ids,
+                                     history_ngrams=config.speculate_history) if config.speculate else None
         self.scheduler = Scheduler(self.block_manager, config.max_batch_prefill_tokens, config.max_num_seqs,
                                    self.speculator)
         self.sampler = Sampler(device, config.watermark_gamma, config.watermark_delta)

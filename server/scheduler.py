@@ -191,6 +191,9 @@ class Scheduler:
         if self.sequences.get(seq.request_id) is seq:
             del self.sequences[seq.request_id]
         seq.status = status
+        if self.speculator is not None and status != SequenceStatus.FINISHED_ERROR:
+            # Its output (also one the router stopped at a stop sequence, an abort here) feeds later drafts.
+            self.speculator.learn(seq)
 
     def _release(self, seq: Sequence) -> None:
         self.block_manager.free_sequence(seq)

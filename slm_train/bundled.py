@@ -27,14 +27,14 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--work_dir", default="runs/arith", help="experiment out_dir (finished stages are reused)")
+    p.add_argument("--work_dir", default="runs/experiment", help="experiment out_dir (finished stages are reused)")
     p.add_argument("--out_dir", default=str(ROOT / "models" / "rho-math-tiny"), help="exported model folder")
     p.add_argument("--ratio", type=float, default=0.6, help="SLM token selection ratio (the experiment's winner)")
-    p.add_argument("--arm_tokens", type=int, default=3_000_000, help="processed tokens of the SLM run (0: the preset's)")
-    p.add_argument("--noisy_tokens", type=int, default=1_200_000,
+    p.add_argument("--arm_tokens", type=int, default=5_000_000, help="processed tokens of the SLM run (0: the preset's)")
+    p.add_argument("--noisy_tokens", type=int, default=3_000_000,
                    help="train on a fresh noisy corpus of this many tokens, scored by the same reference (0: the "
                         "experiment's arms' corpus)")
-    p.add_argument("--num_threads", type=int, default=1, help="torch CPU threads")
+    p.add_argument("--num_threads", type=int, default=2, help="torch CPU threads")
     a = p.parse_args(argv)
     ecfg = ExperimentConfig(out_dir=a.work_dir, seeds=1, num_threads=a.num_threads, ratios=[str(a.ratio)])
     for stage in ("base/0", "reference/0", "score/0"):

@@ -27,9 +27,11 @@ from slm_train.config import SLMError, TrainConfig, opt
 PRESETS = {
     "tiny": dict(model=(32, 2, 2), vocab=1024, seq_len=64, clean=6_000, base_corpus=8_000, noisy=10_000, heldout=16,
                  eval_problems=8, base=2_048, ref_epochs=1, arm=2_048, batch=4, lr=3e-3, warmup=2, points=2),
-    "arith": dict(model=(128, 4, 4), vocab=1024, seq_len=128, clean=100_000, base_corpus=300_000,
-                  noisy=300_000, heldout=400, eval_problems=300, base=300_000, ref_epochs=2, arm=300_000, batch=8,
-                  lr=3e-3, warmup=20, points=10),
+    # arith's budgets fill ~50 min of 2 single-thread workers at the ~6.7k training tokens/s each that a quiet
+    # 2-core machine gives this 1.04M-parameter model: 1.5M tokens per arm (about one epoch of the arms' corpus).
+    "arith": dict(model=(128, 4, 4), vocab=1024, seq_len=128, clean=300_000, base_corpus=1_200_000,
+                  noisy=1_500_000, heldout=400, eval_problems=300, base=1_200_000, ref_epochs=3, arm=1_500_000,
+                  batch=8, lr=3e-3, warmup=20, points=10),
     "gpu": dict(model=(384, 6, 6), vocab=1024, seq_len=512, clean=2_000_000, base_corpus=8_000_000,
                 noisy=16_000_000, heldout=1000, eval_problems=1000, base=8_000_000, ref_epochs=3, arm=16_000_000, batch=64, lr=1e-3,
                 warmup=100, points=16),

@@ -17,7 +17,7 @@ from server.engine import Engine
 from server.protocol import EngineRequest, FinishReason, SamplingParams
 from server.sequence import Sequence
 from server.speculation import MAX_SPECULATIVE_BATCH as MAX_BATCH
-from server.speculation import DraftState, Speculator
+from server.speculation import DraftState, NgramHistory, Speculator
 from tests.server.engine_helpers import assert_greedy_parity, greedy_requests, make_prompts, tokens_of
 
 
@@ -56,6 +56,59 @@ def test_drafts_follow_the_latest_earlier_ngram():
     assert state.propose(tokens, 3) == [3, 4, 5]  # (5, 6, 7) last seen at 7..9, followed by 3, 4, 5
     assert state.propose(tokens + [3, 4], 2) == [5, 6]  # incremental index: (7, 3, 4) was followed by 5, 6
     assert DraftState().propose([1, 2, 3], 4) == []  # no earlier occurrence of any suffix
+
+
+def test_history_of_finished_outputs_predicts_longest_first_and_stays_bounded():
+    history = NgramHistory(max_entries=1000, max_follow=3)
+    # prompt (1, 2, 3), output (10, 11, 12, 13, 14): the output's n-grams, and those that end on the prompt's last
+    # ids, so the first output tokens are predicted after the same prompt ending.
+    history.add([1, 2, 3, 10, 11, 12, 13, 14], num_prompt_tokens=3)
+    assert history.match([7, 8, 2, 3], 5) == (2, [10, 11, 12])  # (2, 3) ends the prompt, then the output
+    assert history.match([9, 11, 12], 5) == (2, [13, 14])
+    assert history.match([10, 11, 12], 1) == (3, [13])  # the longest n first, cut to what is asked
+    assert history.match([5, 1], 5) == (0, [])  # n-grams inside the prompt are not indexed
+    history.add([1, 4, 11, 12, 99], num_prompt_tokens=2)
+    assert history.match([11, 12], 5) == (2, [99])  # the latest occurrence wins
+    small = NgramHistory(max_entries=6, max_follow=2)
+    small.add([1] + list(range(100, 140)), num_prompt_tokens=1)
+    assert len(small) == 6 and small.match([138], 2) == (0, [])  # only the newest n-grams are kept
+    assert small.match([137, 138], 2) == (2, [139])
+
+
+def test_greedy_sequences_draft_from_history_sampled_ones_only_from_themselves():
+    spec = Speculator(4, max_total_tokens=100, eos_token_ids=(2,))
+    done = Sequence(EngineRequest("a", (1, 20, 21), SamplingParams(max_new_tokens=8)), 0)
+    done.token_ids += [30, 31, 32, 33, 34]
+    spec.learn(done)
+    greedy = Sequence(EngineRequest("b", (1, 40, 20, 21), SamplingParams(max_new_tokens=8)), 1)
+    greedy.draft = DraftState(accept_rate=1.0)
+    assert spec.drafts(greedy, 1) == [30, 31, 32, 33]  # nothing to copy from itself: the history's answer
+    sampled = Sequence(EngineRequest("c", (1, 40, 20, 21), SamplingParams(max_new_tokens=8, do_sample=True,
+                                                                           seed=3)), 2)
+    sampled.draft = DraftState(accept_rate=1.0)
+    assert spec.drafts(sampled, 1) == []  # its draws must not depend on other requests' outputs
+    own = Sequence(EngineRequest("d", (1, 20, 21, 50, 51, 9, 20, 21), SamplingParams(max_new_tokens=8)), 3)
+    own.draft = DraftState(accept_rate=1.0)
+    assert spec.drafts(own, 1) == [50, 51, 9, 20]  # equal n-gram length: the sequence's own text wins
+    off = Speculator(4, max_total_tokens=100, eos_token_ids=(2,), history_ngrams=0)
+    off.learn(done)
+    greedy.draft = DraftState(accept_rate=1.0)
+    assert off.drafts(greedy, 1) == []
+
+
+def test_history_drafts_are_accepted_and_change_nothing(plain, tiny_llama_dir):
+    """A prompt asked again (as a server gets the same question twice): the second time its whole answer is in the
+    history, so nearly every draft is accepted; both outputs are token for token plain decoding's."""
+    spec = spec_engine(tiny_llama_dir, 5, max_batch_prefill_tokens=512)
+    prompt = make_prompts(plain.checkpoint.tokenizer, [30], seed=9)[0]
+    want = tokens_of(plain.generate(greedy_requests([prompt], 24))["r0"])
+    accepted = []
+    for _ in range(2):
+        before = spec.stats().num_draft_tokens_accepted_total
+        assert tokens_of(spec.generate(greedy_requests([prompt], 24))["r0"]) == want
+        accepted.append(spec.stats().num_draft_tokens_accepted_total - before)
+    assert accepted[1] >= 18 and accepted[1] > accepted[0], accepted  # 23 drafts could be kept at most
+    assert spec.block_manager.num_used_blocks == 0
 
 
 def test_greedy_alone_identical_with_and_without_speculation(plain, spec, prompts, tiny_llama_dir):
