@@ -61,7 +61,9 @@ def run_engine(model_dir: Path, work, concurrency: int) -> dict:
     from server.engine import Engine
     from server.protocol import EngineRequest, SamplingParams
 
-    engine = Engine(EngineConfig(model_id=str(model_dir), max_batch_prefill_tokens=2048))
+    # The engine sets torch's thread count itself: give it the one main() set.
+    engine = Engine(EngineConfig(model_id=str(model_dir), max_batch_prefill_tokens=2048,
+                                 num_threads=torch.get_num_threads()))
     forward_time = time_forward(engine)
     split = {"prefill": [0, 0.0], "decode": [0, 0.0]}  # method -> [steps, seconds]
 

@@ -37,7 +37,7 @@ def profile(model_dir: str, n: int, steps: int, prompt_len: int, top: int) -> No
     from server.config import EngineConfig
     from server.engine import Engine
 
-    engine = Engine(EngineConfig(model_id=model_dir))
+    engine = Engine(EngineConfig(model_id=model_dir, num_threads=torch.get_num_threads()))  # it sets torch's count
     _fill(engine, n, prompt_len, engine.checkpoint.vocab_size)
     from bench.engine_bench import time_forward
 

@@ -108,9 +108,9 @@ class NgramHistory:
         start = max(0, num_prompt_tokens - max(NGRAM_SIZES) + 1)
         stop = min(len(token_ids), num_prompt_tokens + HISTORY_TOKENS_PER_SEQUENCE)
         table = self._follow
-        for end in range(start + 1, stop):  # n-grams ending at end - 1, each followed by something
-            if end < num_prompt_tokens:
-                continue
+        # n-grams ending at end - 1, followed by the ids from end on: from the prompt's last id (its continuation is
+        # the output's start) to the indexed outputs' end.
+        for end in range(max(start + 1, num_prompt_tokens), stop):
             follow = tuple(token_ids[end:end + self.max_follow])
             for n in NGRAM_SIZES:
                 if end - n >= start:
