@@ -50,8 +50,8 @@ tokens), float32 weights.
    set. Scores: the reference's loss on every token of another noisy corpus ({noisy_tokens:,} tokens).
 3. This model: the base trained with SLM on that corpus, keeping the top {ratio_pct}% of tokens of each batch by
    excess loss `L_theta - L_ref` (eq. 4), for {arm_tokens:,} processed tokens; AdamW lr {lr}, cosine,
-   {batch} rows of {seq_len} tokens per step. The ratio is Rho-1's 60%: the `arith` sweep (reports/slm/report.md)
-   ranks 20/40/60% within noise of each other at its 300k-token budget, all above causal LM and random selection.
+   {batch} rows of {seq_len} tokens per step. The ratio is Rho-1's 60%, chosen before the `arith` sweep
+   (reports/slm/report.md), which ranks 20/40/60% within noise of each other, all above causal LM and random selection.
 
 ## Evaluation (rho-eval)
 GSM8K and MATH-500 (`rho-eval run ... --data gsm8k,minerva_math --prompt-type cot`) have not been re-run for this
