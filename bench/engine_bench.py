@@ -125,6 +125,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--fast-ab", type=int, metavar="ROUNDS", default=0,
                         help="only the engine, ROUNDS x (fast path off, on) interleaved; prints their ratio")
     parser.add_argument("--model-id", type=Path, help="with --fast-ab: this checkpoint instead of the random Llama")
+    parser.add_argument("--ab-env", default="RHO_SERVE_DISABLE_FAST",
+                        help="with --fast-ab: the variable that turns the compared thing off (e.g. "
+                             "RHO_SERVE_DISABLE_ONEDNN: oneDNN packed linears vs column-major weights)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     work = workload(args.requests, args.seed)
@@ -155,9 +158,10 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def fast_ab(args, work) -> None:
-    """The engine with server/cpu_ops.py's fast path off then on, `args.fast_ab` rounds interleaved (the machine is
-    shared: adjacent runs see the same load); tokens/s per run and the on/off ratio of each round."""
-    from server.cpu_ops import DISABLE_ENV
+    """The engine with server/cpu_ops.py's fast path (or, with --ab-env, what that variable turns off) off then on,
+    `args.fast_ab` rounds interleaved (the machine is shared: adjacent runs see the same load); tokens/s per run and
+    the on/off ratio of each round."""
+    DISABLE_ENV = args.ab_env  # noqa: N806 (the variable's name, as server.cpu_ops spells it)
 
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = args.model_id or build_model(Path(tmp))
@@ -171,13 +175,13 @@ def fast_ab(args, work) -> None:
                 os.environ[DISABLE_ENV] = off
                 e = run_engine(model_dir, work, args.concurrency)
                 rates[label], cpu[label] = e["tokens"] / e["seconds"], e["cpu_s"]
-                print(f"round {r} fast path {label:>3}: {rates[label]:8.1f} tok/s, {e['cpu_s']:.2f} CPU-s, "
+                print(f"round {r} {DISABLE_ENV} {'unset' if label == 'on' else '=1':>5}: {rates[label]:8.1f} tok/s, {e['cpu_s']:.2f} CPU-s, "
                       f"step {e['step_ms']:.2f} ms, forward {e['forward_ms']:.2f} ms, "
                       f"decode-only steps {e['decode_s']:.2f} s", flush=True)
             ratios.append(rates["on"] / rates["off"])
             cpu_ratios.append(cpu["off"] / cpu["on"])
         os.environ.pop(DISABLE_ENV, None)
-    print(f"fast path on/off, {args.threads} threads: " + ", ".join(f"{x:.2f}x" for x in ratios)
+    print(f"on/off ({DISABLE_ENV} unset / =1), {args.threads} threads: " + ", ".join(f"{x:.2f}x" for x in ratios)
           + f" (median {sorted(ratios)[len(ratios) // 2]:.2f}x); process CPU-s off/on: "
           + ", ".join(f"{x:.2f}x" for x in cpu_ratios) + f" (median {sorted(cpu_ratios)[len(cpu_ratios) // 2]:.2f}x)")
 

@@ -10,6 +10,7 @@ with the path disabled, the plain torch formulas below run; both agree to float3
 """
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,6 +20,8 @@ from torch import nn
 
 from server import cpu_ops
 from server.attention import AttentionMetadata
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -197,7 +200,7 @@ class LlamaForCausalLM(nn.Module):
         weight = self.embed_tokens.weight
         self.fused = cpu_ops.enabled(weight.device, weight.dtype)
         if self.fused:
-            cpu_ops.use_column_major_weights(self)
+            logger.info("CPU linears: %s", cpu_ops.use_fast_linears(self))
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """(R, hidden) -> float32 logits (R, vocab)."""

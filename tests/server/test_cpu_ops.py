@@ -97,6 +97,38 @@ def test_column_major_weights_keep_values_shapes_and_ties():
     assert torch.equal(model[0](torch.tensor([3, 49])), before[0][[3, 49]])
 
 
+def test_packed_linears_compute_the_same_and_keep_parameters_and_ties():
+    model = nn.Sequential(nn.Embedding(50, 16), nn.Linear(16, 50, bias=False), nn.Linear(16, 8))
+    model[1].weight = model[0].weight  # tied, as lm_head and embed_tokens
+    params = list(model.parameters())
+    x = torch.randn(5, 16)
+    want = [model[1](x), model[2](x), model[2](x[:1]), model[2](x.view(5, 1, 16))]
+    assert cpu_ops.use_packed_linears(model) == 2
+    assert all(isinstance(model[i], cpu_ops.PackedLinear) for i in (1, 2))
+    assert list(model.parameters()) == params and model[1].weight is model[0].weight
+    got = [model[1](x), model[2](x), model[2](x[:1]), model[2](x.view(5, 1, 16))]
+    assert all(g.shape == w.shape and close(g, w) for g, w in zip(got, want))
+    strided = torch.randn(7, 32)[:, ::2]  # a non-contiguous row view
+    assert close(model[2](strided), strided @ model[2].weight.t() + model[2].bias)
+
+
+def test_fast_linears_pack_what_times_faster_and_fall_back_without_onednn(monkeypatch):
+    model = nn.Sequential(nn.Linear(16, 8), nn.Linear(256, 8000, bias=False))
+    x = torch.randn(3, 256)
+    want = model[1](x)
+    monkeypatch.setenv(cpu_ops.ONEDNN_DISABLE_ENV, "1")
+    assert cpu_ops.use_fast_linears(model) == "column-major linear weights"
+    assert type(model[0]) is nn.Linear and model[0].weight.t().is_contiguous()
+    monkeypatch.delenv(cpu_ops.ONEDNN_DISABLE_ENV)
+    monkeypatch.setattr(cpu_ops, "_time", lambda linear, *_: 1.0 if isinstance(linear, cpu_ops.PackedLinear) else 2.0)
+    assert "2 of 2" in cpu_ops.use_fast_linears(model)  # packed where (here: told) faster
+    assert all(isinstance(m, cpu_ops.PackedLinear) for m in model)
+    assert close(model[1](x), want)
+    slow = nn.Sequential(nn.Linear(16, 8))
+    monkeypatch.setattr(cpu_ops, "_time", lambda linear, *_: 2.0 if isinstance(linear, cpu_ops.PackedLinear) else 1.0)
+    assert "0 of 1" in cpu_ops.use_fast_linears(slow) and type(slow[0]) is nn.Linear
+
+
 def test_disabled_by_env_or_off_cpu_float32(monkeypatch):
     cpu = torch.device("cpu")
     assert cpu_ops.enabled(cpu, torch.float32)
