@@ -86,7 +86,7 @@ def run_rho(model: Path, prompts, args, tmp: Path) -> tuple[dict[str, LoadResult
     port = free_port()
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "PYTHONPATH": str(REPO)}
     argv = [sys.executable, "-m", "router", "--model-id", str(model), "--hostname", "127.0.0.1", "--port", str(port),
-            "--num-threads", str(args.threads)]
+            "--num-threads", str(args.threads), *args.rho_arg]
     with ServerProcess(argv, port, tmp / "rho-serve.log", cwd=REPO, env=env) as server:
         startup = server.wait_healthy(args.startup_timeout)
         return _load_phases(server, RHO, prompts, args), startup, server.rss_mb()
@@ -152,6 +152,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--mode", choices=("both", "generate", "stream"), default="both")
     p.add_argument("--threads", type=int, default=2, help="compute threads for every system")
     p.add_argument("--hf-requests", type=int, default=16, help="prompts for transformers one at a time (0: skip)")
+    p.add_argument("--rho-arg", action="append", default=[],
+                   help="an extra rho-serve argument (repeatable), e.g. --rho-arg=--kv-cache-dtype=bfloat16")
     p.add_argument("--peer-llama-server", type=Path, help="llama-server binary to compare with")
     p.add_argument("--gguf", type=Path, help="GGUF of the same checkpoint for llama-server")
     p.add_argument("--llama-cpp-dir", type=Path, help="llama.cpp checkout whose convert_hf_to_gguf.py makes the GGUF")

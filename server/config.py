@@ -98,6 +98,9 @@ class EngineConfig:
     watermark_gamma: float = setting(0.5, "Watermark green-list fraction (Kirchenbauer et al.)")
     watermark_delta: float = setting(2.0, "Watermark logit bias added to green tokens")
     num_threads: int | None = setting(None, "torch intra-op threads on CPU", shown="torch's choice")
+    kv_cache_dtype: str | None = setting(None, "KV cache dtype on CPU: float32 or bfloat16 (half the cache's memory "
+                                         "and bandwidth, as llama.cpp's default f16 cache; attention then reads "
+                                         "rounded keys and values, so logits move by ~1e-3)", shown="--dtype")
     speculate: int = setting(0, "N-gram speculation: draft tokens verified per sequence and step (0: off)")
     speculate_history: int = setting(65_536, "N-grams of finished outputs that greedy requests also draft from "
                                      "(15-17 MB when full; 0: each request drafts from its own text only, so no "
@@ -113,6 +116,8 @@ class EngineConfig:
             raise ConfigError(f"`max_batch_total_tokens` must be at least one block ({self.block_size} tokens)")
         if self.dtype not in (None, "float32", "bfloat16", "float16"):
             raise ConfigError(f"`dtype` must be float32, bfloat16 or float16. Given: {self.dtype}")
+        if self.kv_cache_dtype not in (None, "float32", "bfloat16"):
+            raise ConfigError(f"`kv_cache_dtype` must be float32 or bfloat16. Given: {self.kv_cache_dtype}")
         if self.attention not in (None, "cpp", "torch", "triton"):
             raise ConfigError(f"`attention` must be cpp, torch or triton. Given: {self.attention}")
         if not 0.0 < self.cuda_memory_fraction <= 1.0:

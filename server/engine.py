@@ -50,6 +50,9 @@ class Engine:
         dtype = config.dtype or ("bfloat16" if device.startswith("cuda") else "float32")
         if device == "cpu":  # the CPUs this process may use, not torch's count of the host's cores
             torch.set_num_threads(config.num_threads or default_num_threads())
+        kv_dtype = config.kv_cache_dtype or dtype
+        if kv_dtype != dtype and not device.startswith("cpu"):
+            raise ConfigError(f"--kv-cache-dtype {kv_dtype} is a CPU option: on {device} the cache is --dtype's")
         self.checkpoint, model = load_checkpoint(config.model_id, dtype, device)
         attention = config.attention or ("triton" if device.startswith("cuda") else "cpp")
         try:
@@ -59,7 +62,7 @@ class Engine:
         num_blocks = self._num_blocks(model, device, backend)
         self.max_total_tokens = min(config.max_total_tokens or self.checkpoint.max_position_embeddings,
                                     num_blocks * config.block_size)
-        self.runner = ModelRunner(model, num_blocks, config.block_size, dtype, device, backend,
+        self.runner = ModelRunner(model, num_blocks, config.block_size, kv_dtype, device, backend,
                                   attention == "triton", config.cuda_graphs, self.max_total_tokens)
         self.block_manager = BlockManager(num_blocks, config.block_size, config.enable_prefix_caching)
         self.speculator = Speculator(config.speculate, self.max_total_tokens, self.checkpoint.eos_token_ids,

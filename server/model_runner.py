@@ -53,7 +53,7 @@ class StepOutput:
 
 
 class ModelRunner:
-    def __init__(self, model: LlamaForCausalLM, num_blocks: int, block_size: int, dtype: str, device: str,
+    def __init__(self, model: LlamaForCausalLM, num_blocks: int, block_size: int, kv_dtype: str, device: str,
                  attention: tuple, capturable: bool = False, cuda_graphs: tuple[int, ...] = (),
                  max_seq_len: int = 0):
         """attention: (attention, write_kv) from server.attention.attention_backend; capturable: whether they can be
@@ -63,8 +63,8 @@ class ModelRunner:
         self.device = device
         cfg = model.cfg
         shape = (num_blocks, block_size, cfg.num_kv_heads, cfg.head_dim)
-        self.kv_caches = [(torch.zeros(shape, dtype=DTYPES[dtype], device=device),
-                           torch.zeros(shape, dtype=DTYPES[dtype], device=device)) for _ in range(cfg.num_layers)]
+        self.kv_caches = [(torch.zeros(shape, dtype=DTYPES[kv_dtype], device=device),
+                           torch.zeros(shape, dtype=DTYPES[kv_dtype], device=device)) for _ in range(cfg.num_layers)]
         self.attn_fn, self.write_fn = attention
         self.graphs = None
         if capturable and device.startswith("cuda") and any(cuda_graphs):

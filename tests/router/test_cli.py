@@ -87,7 +87,7 @@ SAMPLES = {
     "--graceful-termination-timeout": ("5", 5.0), "--keep-alive": ("2.5", 2.5),
     "--compute-type": ("gpu+optimized", "gpu+optimized"), "--disable-grammar-support": (None, True),
     "--grammar-compile-timeout": ("3", 3.0), "--wedge-timeout": ("30", 30.0), "--chat-template": ("TEMPLATE", None),
-    "--speculate": ("3", 3), "--speculate-history": ("0", 0),
+    "--speculate": ("3", 3), "--speculate-history": ("0", 0), "--kv-cache-dtype": ("bfloat16", "bfloat16"),
 }
 
 

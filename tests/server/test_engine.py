@@ -5,6 +5,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
+from server.config import ConfigError, EngineConfig
 from server.protocol import EngineRequest, FinishReason, SamplingParams
 from tests.server.engine_helpers import assert_greedy_parity, greedy_requests, make_prompts, tokens_of
 
@@ -158,3 +159,26 @@ def test_triton_attention_serves_what_transformers_computes(make_engine, request
     out = engine.generate(greedy_requests(prompts, [6, 9, 12]))  # chunked prefill (budget 64) mixed with decodes
     for i, prompt in enumerate(prompts):
         assert_greedy_parity(hf, prompt, tokens_of(out[f"r{i}"]))
+
+
+@pytest.mark.parametrize("attention", ["cpp", "torch"])
+def test_a_bfloat16_kv_cache_on_cpu_stays_close_to_float32(make_engine, attention):
+    """--kv-cache-dtype bfloat16: the cache holds bf16 (half the bytes); the model still computes in float32, so the
+    prompt's logits move only by the rounding of the cached keys and values, and long prompts (chunks that take the
+    torch path) and decode rows (the operator) both read it."""
+    prompt = [1] + [(7 * i) % 200 + 3 for i in range(90)]
+    full = make_engine(attention=attention)
+    half = make_engine(attention=attention, kv_cache_dtype="bfloat16")
+    assert {c.dtype for pair in half.runner.kv_caches for c in pair} == {torch.bfloat16}
+    want, got = full.prompt_logits(prompt), half.prompt_logits(prompt)
+    assert got.dtype == torch.float32
+    err = (got - want).abs().max().item()
+    assert 0 < err < 0.05 * want.abs().max().item(), err  # rounded (not bit-equal), yet close
+    assert (got.argmax(-1) == want.argmax(-1)).float().mean() > 0.9
+    out = half.generate([EngineRequest("r", tuple(prompt), SamplingParams(max_new_tokens=12, ignore_eos=True))])["r"]
+    assert len([e for e in out if e.error is None]) == 12
+
+
+def test_kv_cache_dtype_is_checked(make_engine):
+    with pytest.raises(ConfigError, match="kv_cache_dtype"):
+        EngineConfig(model_id="m", kv_cache_dtype="float8")
