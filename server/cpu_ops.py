@@ -76,10 +76,15 @@ class PackedLinear(nn.Module):
         return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [], "")
 
 
+def _cpu_float32_linears(model: nn.Module) -> list[tuple[nn.Module, str, nn.Linear]]:
+    """(parent, attribute name, nn.Linear) of every float32 CPU nn.Linear under model."""
+    return [(parent, name, child) for parent in model.modules() for name, child in parent.named_children()
+            if type(child) is nn.Linear and child.weight.device.type == "cpu" and child.weight.dtype == torch.float32]
+
+
 def use_packed_linears(model: nn.Module) -> int:
     """Replace each float32 CPU nn.Linear under model by a PackedLinear; returns how many."""
-    swaps = [(parent, name, child) for parent in model.modules() for name, child in parent.named_children()
-             if type(child) is nn.Linear and child.weight.device.type == "cpu" and child.weight.dtype == torch.float32]
+    swaps = _cpu_float32_linears(model)
     for parent, name, child in swaps:
         setattr(parent, name, PackedLinear(child))
     return len(swaps)
@@ -91,12 +96,11 @@ def use_fast_linears(model: nn.Module, rows: tuple[int, ...] = (1, 8, 32)) -> st
     use_column_major_weights(model)
     if not onednn_available():
         return "column-major linear weights"
-    linears = [(parent, name, child) for parent in model.modules() for name, child in parent.named_children()
-               if type(child) is nn.Linear and child.weight.device.type == "cpu" and child.weight.dtype == torch.float32]
-    faster: dict[tuple[int, int, bool], bool] = {}
+    linears = _cpu_float32_linears(model)
+    faster: dict[tuple[int, int, bool], bool] = {}  # per weight shape (timed once)
     for parent, name, child in linears:
         shape = (child.in_features, child.out_features, child.bias is not None)
-        packed = PackedLinear(child)
+        packed = PackedLinear(child) if faster.get(shape, True) else None
         if shape not in faster:
             faster[shape] = _time(packed, child.in_features, rows) < 0.9 * _time(child, child.in_features, rows)
         if faster[shape]:
