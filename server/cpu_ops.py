@@ -82,14 +82,6 @@ def _cpu_float32_linears(model: nn.Module) -> list[tuple[nn.Module, str, nn.Line
             if type(child) is nn.Linear and child.weight.device.type == "cpu" and child.weight.dtype == torch.float32]
 
 
-def use_packed_linears(model: nn.Module) -> int:
-    """Replace each float32 CPU nn.Linear under model by a PackedLinear; returns how many."""
-    swaps = _cpu_float32_linears(model)
-    for parent, name, child in swaps:
-        setattr(parent, name, PackedLinear(child))
-    return len(swaps)
-
-
 def use_fast_linears(model: nn.Module, rows: tuple[int, ...] = (1, 8, 32)) -> str:
     """Column-major weights everywhere, then oneDNN packed linears for the weight shapes where they time faster at
     these row counts; returns what was done (for the log)."""

@@ -1,9 +1,10 @@
 """The recipe that produces the bundled default model `models/rho-math-tiny/` (run: `python -m slm_train.bundled`).
 
-It is the `arith` experiment's winning recipe for one seed: base (CLM on the base corpus) -> reference (base + the
-clean set) -> scores -> SLM at --ratio from the base on the arms' corpus for --arm_tokens processed tokens (the
-experiment's budget by default, longer with a larger value) -> export -> held-out greedy accuracy through
-rho-serve's engine -> model card. With --work_dir pointing at the experiment's out_dir, finished stages are reused.
+The `arith` experiment's SLM recipe for one seed, run longer: base (CLM on the base corpus) -> reference (base + the
+clean set) -> scores of a fresh noisy corpus (--noisy_tokens; 0: the experiment's arms' corpus) -> SLM at --ratio
+(Rho-1's 60%) from the base for --arm_tokens processed tokens (5M by default, ~3x the experiment's per-arm budget)
+-> export -> held-out greedy accuracy through rho-serve's engine -> model card. With --work_dir pointing at the
+experiment's out_dir (the default), its finished seed-0 stages are reused.
 """
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--work_dir", default="runs/experiment", help="experiment out_dir (finished stages are reused)")
     p.add_argument("--out_dir", default=str(ROOT / "models" / "rho-math-tiny"), help="exported model folder")
-    p.add_argument("--ratio", type=float, default=0.6, help="SLM token selection ratio (the experiment's winner)")
+    p.add_argument("--ratio", type=float, default=0.6, help="SLM token selection ratio (Rho-1's 60%)")
     p.add_argument("--arm_tokens", type=int, default=5_000_000, help="processed tokens of the SLM run (0: the preset's)")
     p.add_argument("--noisy_tokens", type=int, default=3_000_000,
                    help="train on a fresh noisy corpus of this many tokens, scored by the same reference (0: the "
