@@ -92,6 +92,48 @@ def run_rho(model: Path, prompts, args, tmp: Path) -> tuple[dict[str, LoadResult
         return _load_phases(server, RHO, prompts, args), startup, server.rss_mb()
 
 
+def run_engine_in_process(model: Path, prompts: list[str], args) -> LoadResult:
+    """The same workload through the engine's async client in this process (no HTTP): what HTTP is measured against.
+
+    The engine gets the flags rho-serve got (`--rho-arg`), tokenizes as the router does, and its start-up and a short
+    warm-up are left out of the timing, as they are for the server."""
+    import asyncio
+
+    from router.cli import parse_args as parse_serve_args
+    from server.client import EngineClient
+    from server.engine import Engine
+    from server.protocol import EngineRequest, SamplingParams
+
+    config, _ = parse_serve_args(["--model-id", str(model), "--num-threads", str(args.threads), *args.rho_arg], env={})
+    client = EngineClient(Engine(config))
+    params = SamplingParams(max_new_tokens=args.max_new_tokens, ignore_eos=True)
+    encode = client.tokenizer
+
+    async def load(batch: list[str], concurrency: int) -> LoadResult:
+        gate = asyncio.Semaphore(concurrency)
+
+        async def one(i: int, prompt: str) -> int:
+            async with gate:
+                t = time.perf_counter()
+                ids = tuple(encode(prompt)["input_ids"])
+                n = sum([1 async for _ in client.generate(EngineRequest(f"bench-{i}-{time.monotonic_ns()}", ids,
+                                                                        params))])
+                latencies.append(time.perf_counter() - t)
+                return n
+
+        latencies: list[float] = []
+        await client.start()
+        start = time.perf_counter()
+        counts = await asyncio.gather(*(one(i, p) for i, p in enumerate(batch)))
+        return LoadResult(sum(counts), time.perf_counter() - start, 0.0, 0.0, latencies)
+
+    try:
+        asyncio.run(load(prompts[:4], 4))
+        return asyncio.run(load(prompts, args.concurrency))
+    finally:
+        client.shutdown()
+
+
 def run_llama_server(prompts, args, model: Path, tmp: Path) -> tuple[dict[str, LoadResult], float, float]:
     gguf = args.gguf or convert_to_gguf(model, args.llama_cpp_dir, tmp)
     port = free_port()
@@ -154,6 +196,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--hf-requests", type=int, default=16, help="prompts for transformers one at a time (0: skip)")
     p.add_argument("--rho-arg", action="append", default=[],
                    help="an extra rho-serve argument (repeatable), e.g. --rho-arg=--kv-cache-dtype=bfloat16")
+    p.add_argument("--no-in-process", dest="in_process", action="store_false",
+                   help="skip the engine in-process row (the same workload through its async client, no HTTP)")
     p.add_argument("--peer-llama-server", type=Path, help="llama-server binary to compare with")
     p.add_argument("--gguf", type=Path, help="GGUF of the same checkpoint for llama-server")
     p.add_argument("--llama-cpp-dir", type=Path, help="llama.cpp checkout whose convert_hf_to_gguf.py makes the GGUF")
@@ -177,10 +221,13 @@ def main(argv: list[str] | None = None) -> None:
         tmp = Path(tmp_name)
         model = random_llama(args.random_llama, tmp) if args.random_llama else (args.model_id or BUNDLED)
         rho, rho_start, _ = run_rho(model, prompts, args, tmp)
+        engine = run_engine_in_process(model, prompts, args) if args.in_process else None
         peer = run_llama_server(prompts, args, model, tmp) if args.peer_llama_server else None
         hf = run_transformers(model, prompts[:args.hf_requests], args.max_new_tokens, args.threads) \
             if args.hf_requests else None
     rows = [("transformers, one at a time", "generate", hf, None)] if hf else []
+    if engine:
+        rows.append(("rho engine in-process (no HTTP)", "generate", engine, None))
     for name, (results, _, _) in [("rho-serve", (rho, rho_start, 0))] + ([("llama-server", peer)] if peer else []):
         rows += [(name, mode, results[mode], results["idle_rss"]) for mode in ("generate", "stream") if mode in results]
     unit = hf.tok_s if hf else rows[0][2].tok_s

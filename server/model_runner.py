@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from server.attention import AttentionMetadata
+from server.cpu_memory import zeros_on_huge_pages
 from server.loader import DTYPES
 from server.models.llama import LlamaForCausalLM
 from server.scheduler import ScheduledChunk
@@ -63,8 +64,11 @@ class ModelRunner:
         self.device = device
         cfg = model.cfg
         shape = (num_blocks, block_size, cfg.num_kv_heads, cfg.head_dim)
-        self.kv_caches = [(torch.zeros(shape, dtype=DTYPES[kv_dtype], device=device),
-                           torch.zeros(shape, dtype=DTYPES[kv_dtype], device=device)) for _ in range(cfg.num_layers)]
+        if device == "cpu":  # huge pages: decode reads blocks scattered over the whole pool (server/cpu_memory.py)
+            zeros = lambda: zeros_on_huge_pages(shape, DTYPES[kv_dtype])  # noqa: E731
+        else:
+            zeros = lambda: torch.zeros(shape, dtype=DTYPES[kv_dtype], device=device)  # noqa: E731
+        self.kv_caches = [(zeros(), zeros()) for _ in range(cfg.num_layers)]
         self.attn_fn, self.write_fn = attention
         self.graphs = None
         if capturable and device.startswith("cuda") and any(cuda_graphs):

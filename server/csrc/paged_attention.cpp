@@ -162,6 +162,21 @@ void run_item(const Problem<T>& P, const Item& it, RowState& st) {
 // (any number of rows), which costs it a store-to-load round trip per key; this path is ~2-4x faster on decode.
 constexpr int64_t kMaxDecodeBlock = 256;  // scores of one block live on the stack
 
+// Ask for the next block's keys and values of one kv head while this block is computed. Blocks sit at random places
+// in the pool, and a block's rows for one head are key_stride apart across two or more 4 KB pages, so the hardware
+// prefetchers cannot follow them: without this, decode attention waits on memory latency at every block.
+template <typename T>
+inline void prefetch_block(const Problem<T>& P, int32_t block_id, int64_t kv_head, int64_t key_stride) {
+  constexpr int64_t kLine = 64 / sizeof(T);  // elements per cache line
+  const int64_t offset = (static_cast<int64_t>(block_id) * P.block_size * P.num_kv_heads + kv_head) * P.head_dim;
+  for (int64_t t = 0; t < P.block_size; ++t) {
+    for (int64_t d = 0; d < P.head_dim; d += kLine) {
+      __builtin_prefetch(P.k + offset + t * key_stride + d);
+      __builtin_prefetch(P.v + offset + t * key_stride + d);
+    }
+  }
+}
+
 template <typename T, int HEAD_DIM>
 void run_row_item(const Problem<T>& P, const Item& it) {
   constexpr int64_t D = HEAD_DIM;
@@ -188,6 +203,7 @@ void run_row_item(const Problem<T>& P, const Item& it) {
       const int64_t offset = (static_cast<int64_t>(table[blk]) * BS * P.num_kv_heads + it.kv_head) * D;
       const T* k_rows = P.k + offset;
       const T* v_rows = P.v + offset;
+      if ((blk + 1) * BS < hi) prefetch_block(P, table[blk + 1], it.kv_head, key_stride);
       const int64_t t0 = std::max<int64_t>(lo - base, 0), t1 = std::min<int64_t>(hi - base, BS);
       float block_max = -std::numeric_limits<float>::infinity();
       for (int64_t t = t0; t < t1; ++t) {

@@ -90,6 +90,8 @@ CASES = {
     "bf16-cache-mixed": Case(64, 8, 4, 16, MIXED, cache_dtype=torch.bfloat16),
     "mqa-one-kv-head": Case(32, 8, 1, 16, MIXED),
     "head-dim-80-runtime-path": Case(80, 4, 2, 16, MIXED, window=30),
+    "head-dim-40-scalar-dot": Case(40, 4, 2, 16, MIXED),  # not a multiple of 16 floats: the scalar dot product
+    "bf16-cache-decode-d32": Case(32, 4, 4, 16, DECODE, cache_dtype=torch.bfloat16),  # vector bf16 widening
     # chunks of 17 and 33 new tokens end in a one-row tile (the single-row path at a position inside the chunk)
     "chunk-tail-rows": Case(32, 4, 2, 16, [(40, 17), (0, 33), (3, 1)]),
     "chunk-tail-rows-window": Case(64, 8, 8, 16, [(40, 17), (0, 33), (3, 1)], window=20),
