@@ -31,7 +31,8 @@ constexpr int64_t kQueryTile = 16;  // new tokens per work item: bounds the per-
 constexpr int64_t kTransposeRows = 8;  // query rows per item from which transposing each key block once pays
 
 struct Item {
-  int64_t seq, kv_head, q_begin, q_end;  // rows [q_begin, q_end) of the sequence's new tokens
+  int64_t seq, kv_head, kv_head_end, q_begin, q_end;  // rows [q_begin, q_end) of the sequence's new tokens, over
+                                                       // kv heads [kv_head, kv_head_end) (one but single-row tiles)
   int64_t cost;                          // query rows x keys, for longest-first ordering
 };
 
@@ -156,25 +157,28 @@ void run_item(const Problem<T>& P, const Item& it, RowState& st) {
   }
 }
 
-// One query row per head (decode rows, and a chunk's last tile of one token): the row's accumulator is a local
-// array of HEAD_DIM floats that stays in registers, split in two by key parity so consecutive keys' value FMAs do
-// not wait on each other, and the softmax state is two scalars. run_item's general path keeps that state in memory
-// (any number of rows), which costs it a store-to-load round trip per key; this path is ~2-4x faster on decode.
+// One query row (decode rows, and a chunk's last tile of one token) over a run of kv heads [kv_head, kv_head_end):
+// the block loop is outermost, so each block's rows of all those heads are read in one pass, and the next block's
+// are prefetched as one contiguous span per key (blocks sit at random places in the pool, where the hardware
+// prefetchers cannot follow). Per query head, the softmax state (running max, sum) and the float32 accumulator live
+// in a small local array between blocks; within a block the accumulator is a local copy that stays in registers,
+// split in two by key parity so consecutive keys' value FMAs do not wait on each other. run_item's general path keeps
+// its state in memory for any number of rows, which costs a store-to-load round trip per key (~2-4x slower here).
 constexpr int64_t kMaxDecodeBlock = 256;  // scores of one block live on the stack
+constexpr int64_t kMaxRowHeads = 16;      // query heads one single-row item carries (its state is on the stack)
 
-// Ask for the next block's keys and values of one kv head while this block is computed. Blocks sit at random places
-// in the pool, and a block's rows for one head are key_stride apart across two or more 4 KB pages, so the hardware
-// prefetchers cannot follow them: without this, decode attention waits on memory latency at every block.
+// Whether single-row tiles take run_row_item (compiled head_dims, a block's scores on the stack, the state of an
+// item's query heads on the stack); make_items gives them runs of kv heads exactly then.
+inline bool has_row_path(int64_t head_dim, int64_t block_size, int64_t num_heads, int64_t num_kv_heads) {
+  return (head_dim == 32 || head_dim == 64 || head_dim == 128) && block_size <= kMaxDecodeBlock &&
+         num_heads / num_kv_heads <= kMaxRowHeads;
+}
+
 template <typename T>
-inline void prefetch_block(const Problem<T>& P, int32_t block_id, int64_t kv_head, int64_t key_stride) {
+inline void prefetch_rows(const T* rows, int64_t key_stride, int64_t block_size, int64_t span) {
   constexpr int64_t kLine = 64 / sizeof(T);  // elements per cache line
-  const int64_t offset = (static_cast<int64_t>(block_id) * P.block_size * P.num_kv_heads + kv_head) * P.head_dim;
-  for (int64_t t = 0; t < P.block_size; ++t) {
-    for (int64_t d = 0; d < P.head_dim; d += kLine) {
-      __builtin_prefetch(P.k + offset + t * key_stride + d);
-      __builtin_prefetch(P.v + offset + t * key_stride + d);
-    }
-  }
+  for (int64_t t = 0; t < block_size; ++t)
+    for (int64_t d = 0; d < span; d += kLine) __builtin_prefetch(rows + t * key_stride + d);
 }
 
 template <typename T, int HEAD_DIM>
@@ -187,59 +191,90 @@ void run_row_item(const Problem<T>& P, const Item& it) {
   const int64_t lo = key_lo(p, P.window), hi = p + 1;           // the keys it sees: [lo, hi)
   const int32_t* table = P.block_tables + it.seq * P.table_stride;
   const int64_t key_stride = P.num_kv_heads * D;
-  float scores[kMaxDecodeBlock];
-  for (int64_t j = 0; j < group; ++j) {
-    const int64_t h = it.kv_head * group + j;
-    const float* q_in = P.q + (tok0 + it.q_begin) * P.q_stride_token + h * P.q_stride_head;
-    float q[D], acc0[D], acc1[D];
+  const int64_t h0 = it.kv_head * group, nq = (it.kv_head_end - it.kv_head) * group;  // query heads [h0, h0 + nq)
+  const int64_t span = (it.kv_head_end - it.kv_head) * D;  // one key's elements for the item's kv heads
+  const float* q_row = P.q + (tok0 + it.q_begin) * P.q_stride_token;
+  float qs[kMaxRowHeads][D], acc[kMaxRowHeads][2][D], m[kMaxRowHeads], l[kMaxRowHeads];
+  for (int64_t j = 0; j < nq; ++j) {
     for (int64_t d = 0; d < D; ++d) {
-      q[d] = q_in[d] * P.scale;  // scores come out scaled
-      acc0[d] = 0.f;
-      acc1[d] = 0.f;
+      qs[j][d] = q_row[(h0 + j) * P.q_stride_head + d] * P.scale;  // scores come out scaled
+      acc[j][0][d] = acc[j][1][d] = 0.f;
     }
-    float m = -std::numeric_limits<float>::infinity(), l = 0.f;
-    for (int64_t blk = lo / BS; blk * BS < hi; ++blk) {
-      const int64_t base = blk * BS;
-      const int64_t offset = (static_cast<int64_t>(table[blk]) * BS * P.num_kv_heads + it.kv_head) * D;
-      const T* k_rows = P.k + offset;
-      const T* v_rows = P.v + offset;
-      if ((blk + 1) * BS < hi) prefetch_block(P, table[blk + 1], it.kv_head, key_stride);
-      const int64_t t0 = std::max<int64_t>(lo - base, 0), t1 = std::min<int64_t>(hi - base, BS);
+    m[j] = -std::numeric_limits<float>::infinity();
+    l[j] = 0.f;
+  }
+  float scores[kMaxDecodeBlock];
+  for (int64_t blk = lo / BS; blk * BS < hi; ++blk) {
+    const int64_t base = blk * BS;
+    const int64_t offset = (static_cast<int64_t>(table[blk]) * BS * P.num_kv_heads + it.kv_head) * D;
+    if ((blk + 1) * BS < hi) {
+      const int64_t next = (static_cast<int64_t>(table[blk + 1]) * BS * P.num_kv_heads + it.kv_head) * D;
+      prefetch_rows(P.k + next, key_stride, BS, span);
+      prefetch_rows(P.v + next, key_stride, BS, span);
+    }
+    const int64_t t0 = std::max<int64_t>(lo - base, 0), t1 = std::min<int64_t>(hi - base, BS);
+    for (int64_t j = 0; j < nq; ++j) {
+      const int64_t g = j / group;  // the kv head, relative to it.kv_head
+      const T* k_rows = P.k + offset + g * D;
+      const T* v_rows = P.v + offset + g * D;
+      const float* q = qs[j];
       float block_max = -std::numeric_limits<float>::infinity();
       for (int64_t t = t0; t < t1; ++t) {
         scores[t] = dot(q, k_rows + t * key_stride, D);
         block_max = std::max(block_max, scores[t]);
       }
-      if (block_max > m) {  // rescale what was accumulated under the old max (exp(-inf) = 0 on the first block)
-        const float alpha = std::exp(m - block_max);
-        l *= alpha;
-        scale_in_place(acc0, alpha, D);
-        scale_in_place(acc1, alpha, D);
-        m = block_max;
+      float a0[D], a1[D];  // this head's accumulator, in registers for the block
+      for (int64_t d = 0; d < D; ++d) {
+        a0[d] = acc[j][0][d];
+        a1[d] = acc[j][1][d];
       }
-      l += exp_and_sum(scores + t0, m, t1 - t0);
+      if (block_max > m[j]) {  // rescale what was accumulated under the old max (exp(-inf) = 0 on the first block)
+        const float alpha = std::exp(m[j] - block_max);
+        l[j] *= alpha;
+        scale_in_place(a0, alpha, D);
+        scale_in_place(a1, alpha, D);
+        m[j] = block_max;
+      }
+      l[j] += exp_and_sum(scores + t0, m[j], t1 - t0);
       int64_t t = t0;
       for (; t + 1 < t1; t += 2) {
-        axpy(scores[t], v_rows + t * key_stride, acc0, D);
-        axpy(scores[t + 1], v_rows + (t + 1) * key_stride, acc1, D);
+        axpy(scores[t], v_rows + t * key_stride, a0, D);
+        axpy(scores[t + 1], v_rows + (t + 1) * key_stride, a1, D);
       }
-      if (t < t1) axpy(scores[t], v_rows + t * key_stride, acc0, D);
+      if (t < t1) axpy(scores[t], v_rows + t * key_stride, a0, D);
+      for (int64_t d = 0; d < D; ++d) {
+        acc[j][0][d] = a0[d];
+        acc[j][1][d] = a1[d];
+      }
     }
-    float* o = P.out + ((tok0 + it.q_begin) * P.num_heads + h) * D;
-    const float inv = 1.f / l;  // l >= 1: the row sees at least its own key
-    for (int64_t d = 0; d < D; ++d) o[d] = (acc0[d] + acc1[d]) * inv;
+  }
+  for (int64_t j = 0; j < nq; ++j) {
+    float* o = P.out + ((tok0 + it.q_begin) * P.num_heads + h0 + j) * D;
+    const float inv = 1.f / l[j];  // l >= 1: the row sees at least its own key
+    for (int64_t d = 0; d < D; ++d) o[d] = (acc[j][0][d] + acc[j][1][d]) * inv;
   }
 }
 
-std::vector<Item> make_items(const int32_t* qsl, const int32_t* seq_lens, int64_t num_seqs, int64_t num_kv_heads,
-                             int64_t window) {
+// Work items: tiles of <= kQueryTile rows per (sequence, kv head); a single-row tile takes a run of kv heads, as many
+// as keep >= kItemsPerThread items per thread (fewer, longer passes over each block; enough items to balance).
+constexpr int64_t kItemsPerThread = 8;
+
+std::vector<Item> make_items(const int32_t* qsl, const int32_t* seq_lens, int64_t num_seqs, int64_t num_heads,
+                             int64_t num_kv_heads, int64_t window, int64_t threads, bool row_path) {
+  const int64_t group = num_heads / num_kv_heads;
+  const int64_t wanted = std::max<int64_t>(1, num_seqs * num_kv_heads / (kItemsPerThread * threads));
+  const int64_t run = std::clamp<int64_t>(std::min(wanted, kMaxRowHeads / group), 1, num_kv_heads);
   std::vector<Item> items;
   for (int64_t s = 0; s < num_seqs; ++s) {
     const int64_t q_len = qsl[s + 1] - qsl[s], prefix = seq_lens[s] - q_len;
     for (int64_t b = 0; b < q_len; b += kQueryTile) {
       const int64_t e = std::min(q_len, b + kQueryTile);
       const int64_t keys = prefix + e - key_lo(prefix + b, window);
-      for (int64_t g = 0; g < num_kv_heads; ++g) items.push_back({s, g, b, e, (e - b) * keys});
+      const int64_t step = e - b == 1 && row_path ? run : 1;
+      for (int64_t g = 0; g < num_kv_heads; g += step) {
+        const int64_t g_end = std::min(num_kv_heads, g + step);
+        items.push_back({s, g, g_end, b, e, (e - b) * keys * (g_end - g)});
+      }
     }
   }
   std::stable_sort(items.begin(), items.end(), [](const Item& a, const Item& b) { return a.cost > b.cost; });
@@ -256,7 +291,8 @@ void run_all(const Problem<T>& P, const std::vector<Item>& items) {
     RowState st;
     for (int64_t i = next.fetch_add(1); i < n; i = next.fetch_add(1)) {
       if constexpr (HEAD_DIM > 0) {
-        if (items[i].q_end - items[i].q_begin == 1 && P.block_size <= kMaxDecodeBlock) {
+        if (items[i].q_end - items[i].q_begin == 1 && has_row_path(P.head_dim, P.block_size, P.num_heads,
+                                                                   P.num_kv_heads)) {
           run_row_item<T, HEAD_DIM>(P, items[i]);
           continue;
         }
@@ -327,7 +363,9 @@ at::Tensor paged_attention(const at::Tensor& query, const at::Tensor& k_cache, c
   check_metadata(qsl, lens, block_tables.data_ptr<int32_t>(), num_seqs, block_tables.size(1), query.size(0),
                  k_cache.size(0), k_cache.size(1));
   auto out = at::empty({query.size(0), query.size(1), query.size(2)}, query.options());
-  const auto items = make_items(qsl, lens, num_seqs, k_cache.size(2), sliding_window);
+  const auto items = make_items(qsl, lens, num_seqs, query.size(1), k_cache.size(2), sliding_window,
+                                at::get_num_threads(),
+                                has_row_path(query.size(2), k_cache.size(1), query.size(1), k_cache.size(2)));
   if (k_cache.scalar_type() == at::kFloat)
     dispatch<float>(query, k_cache, v_cache, out, qsl, lens, block_tables, scale, sliding_window, items);
   else

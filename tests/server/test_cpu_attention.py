@@ -91,6 +91,8 @@ CASES = {
     "mqa-one-kv-head": Case(32, 8, 1, 16, MIXED),
     "head-dim-80-runtime-path": Case(80, 4, 2, 16, MIXED, window=30),
     "head-dim-40-scalar-dot": Case(40, 4, 2, 16, MIXED),  # not a multiple of 16 floats: the scalar dot product
+    # many decode rows: an item carries a run of kv heads (all of them here), each block read once for the run
+    "decode-runs-of-heads": Case(32, 8, 4, 16, [(c, 1) for c in range(0, 400, 10)]),
     "bf16-cache-decode-d32": Case(32, 4, 4, 16, DECODE, cache_dtype=torch.bfloat16),  # vector bf16 widening
     # chunks of 17 and 33 new tokens end in a one-row tile (the single-row path at a position inside the chunk)
     "chunk-tail-rows": Case(32, 4, 2, 16, [(40, 17), (0, 33), (3, 1)]),
