@@ -26,7 +26,8 @@ from server.attention import AttentionMetadata, paged_attention
 logger = logging.getLogger(__name__)
 
 CSRC = Path(__file__).resolve().parent / "csrc"
-SOURCES = (CSRC / "paged_attention.cpp", CSRC / "fused_ops.cpp")  # fused_ops: server/cpu_ops.py
+SOURCES = (CSRC / "paged_attention.cpp", CSRC / "fused_ops.cpp",  # fused_ops: server/cpu_ops.py
+           CSRC / "sampling_ops.cpp")  # sampling_ops: server/sampler.py
 HEADERS = (CSRC / "paged_attention_math.h",)
 CFLAGS = ("-O3", "-march=native", "-fopenmp", "-DNDEBUG")  # -fopenmp: at::parallel_for is OpenMP in torch's headers
 DISABLE_ENV = "RHO_SERVE_DISABLE_CPP"

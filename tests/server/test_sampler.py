@@ -79,3 +79,40 @@ def test_watermark_biases_the_green_list():
     out = Sampler("cpu", watermark_gamma=0.25, watermark_delta=2.0).process(torch.zeros(1, 100), [s])
     green = green_list(42, 100, 0.25)
     assert len(green) == 25 and torch.all(out[0, green] == 2.0) and out.sum() == 50.0
+
+
+def test_argmax_logsumexp_op_matches_torch():
+    """The C++ reduction (server/csrc/sampling_ops.cpp) against torch.argmax / torch.logsumexp: random rows, ties
+    (the first maximum wins, as torch's), masked (-inf) tokens, a row of one token, rows with a stride, odd widths."""
+    import pytest
+
+    from server import cpu_attention
+    from server.sampler import argmax_logsumexp
+
+    if not cpu_attention.available():
+        pytest.skip("the C++ extension cannot be built here (no compiler): the sampler uses torch")
+    gen = torch.Generator().manual_seed(0)
+    cases = [torch.randn(32, 8000, generator=gen) * 4, torch.randn(3, 1, generator=gen),
+             torch.randn(5, 1031, generator=gen), torch.randn(7, 40, generator=gen)[:, 3:33]]
+    tied = torch.randn(4, 1000, generator=gen)
+    tied[:, [17, 500, 999]] = 50.0  # three equal maxima: the first is the argmax
+    masked = torch.randn(4, 1000, generator=gen)
+    masked[:, ::2] = float("-inf")  # a grammar mask / top-k leaves -inf behind
+    masked[1, :999] = float("-inf")  # only the last token allowed
+    for logits in cases + [tied, masked]:
+        ids, lse = torch.ops.rho_serve.argmax_logsumexp(logits.contiguous())
+        assert torch.equal(ids, logits.argmax(dim=-1))
+        torch.testing.assert_close(lse, torch.logsumexp(logits, dim=-1), rtol=1e-6, atol=1e-5)
+        ids2, lse2 = argmax_logsumexp(logits)  # the sampler's wrapper, strided rows included
+        assert torch.equal(ids2, ids) and torch.equal(lse2, lse)
+
+
+def test_greedy_logprob_is_log_softmax_at_the_choice():
+    torch.manual_seed(1)
+    logits = torch.randn(6, 500) * 3
+    seqs = [seq([1, 2, 3]) for _ in range(6)]
+    picked = Sampler("cpu")(logits.clone(), seqs)
+    expected = torch.log_softmax(logits, dim=-1)
+    for r, token in enumerate(picked):
+        assert token.token_id == int(logits[r].argmax())
+        assert abs(token.logprob - float(expected[r, token.token_id])) < 1e-5
