@@ -67,3 +67,23 @@ def test_token_texts_alone_for_tgi_with_leading_space_for_openai(tokenizer):
     byte_piece = tokenizer.convert_tokens_to_ids("<0xE2>")
     if byte_piece != tokenizer.unk_token_id:  # byte-fallback vocabularies: the byte itself
         assert texts.bytes(byte_piece) == [0xE2]
+
+
+def test_rust_stream_gives_the_python_windows_text(tokenizer):
+    """The DecodeStream path (fast tokenizers) against the Python window decodes, token by token, over random ids
+    (byte pieces and broken characters included) and over real text, flush included."""
+    import random
+
+    rng = random.Random(0)
+    special = set(tokenizer.all_special_ids)
+    sequences = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in TEXTS]
+    sequences += [[rng.randrange(tokenizer.vocab_size) for _ in range(rng.randint(1, 60))] for _ in range(200)]
+    prompt = tokenizer("Prompt:")["input_ids"]
+    for ids in sequences:
+        fast = IncrementalDetokenizer(tokenizer, prompt)
+        slow = IncrementalDetokenizer(tokenizer, prompt)
+        slow._stream = None  # the Python path
+        assert fast._stream is not None
+        for i in ids:
+            assert fast.add(i, i in special) == slow.add(i, i in special), ids
+        assert fast.flush() == slow.flush(), ids
