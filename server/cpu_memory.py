@@ -5,7 +5,8 @@ A decode step reads every running sequence's blocks, and the block allocator sca
 attention operator then waits on. 2 MB pages cover the pool with a few hundred entries. Linux's default
 `transparent_hugepage=madvise` gives them only to mappings that ask (madvise MADV_HUGEPAGE), which torch's allocator
 does not, so the pool is mapped here and wrapped as a tensor (zero-filled, as torch.zeros). Where the kernel has no
-THP (or another OS), the mapping still works with normal pages.
+THP (or another OS), the mapping still works with normal pages. The pool is touched at start-up, as
+torch.zeros touches it: its memory is resident (RSS) from the start, and no step pays the page faults.
 """
 from __future__ import annotations
 
@@ -33,4 +34,6 @@ def zeros_on_huge_pages(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Ten
             pass
     flat = torch.frombuffer(region, dtype=torch.uint8)
     offset = -flat.data_ptr() % HUGE_PAGE  # the first huge-page boundary inside the mapping
-    return flat[offset:offset + nbytes].view(dtype).view(shape)
+    # Touched now, as torch.zeros would: left to first use, the page faults (and the kernel's compaction for huge
+    # pages) land in the steps that first write each block, ~10x a prefill's KV writes on a fresh pool.
+    return flat[offset:offset + nbytes].zero_().view(dtype).view(shape)
