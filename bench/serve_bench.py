@@ -6,16 +6,20 @@ arithmetic questions when that file is absent), greedy, EOS ignored so every sys
 tokens. rho-serve is started as `python -m router --model-id M --port P` on loopback and driven by ONE asyncio aiohttp
 client with `--concurrency` requests in flight, non-streaming `/generate` and/or streaming `/generate_stream`. The
 table gives tok/s, the ratio to transformers, TTFT and inter-token latency p50/p99 (streaming), request latency,
-the client's CPU seconds, and the server's RSS idle and under load. Everything is bounded: loopback only, a fixed
-number of requests, a deadline on every phase.
+the client's CPU seconds, and the server's RSS idle and under load; a row for the engine in-process (its async client,
+no HTTP) on the same prompts gives the HTTP layer's cost. The servers run side by side and take turns over
+`--rounds` rounds, each round with its own prompts (no prefix cache has seen them), and each system's median round
+is shown (the per-round figures below the table): on a shared machine single runs differ by up to 1.5x. Everything is
+bounded: loopback only, a fixed number of requests, a deadline on every phase.
 
-    rho-bench serve [--model-id DIR | --random-llama 7.5M|33M] [--requests 64] [--concurrency 32]
+    rho-bench serve [--model-id DIR | --random-llama 7.5M|33M] [--requests 64] [--rounds 3] [--concurrency 32]
                     [--max-new-tokens 64] [--mode both|generate|stream] [--threads 2] [--hf-requests 16]
-                    [--peer-llama-server BIN (--gguf FILE | --llama-cpp-dir DIR)]
+                    [--no-in-process] [--peer-llama-server BIN (--gguf FILE | --llama-cpp-dir DIR)]
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
@@ -82,20 +86,18 @@ def run_transformers(model: Path, prompts: list[str], max_new_tokens: int, threa
     return LoadResult(len(prompts) * max_new_tokens, time.perf_counter() - start, 0.0, 0.0, latencies)
 
 
-def run_rho(model: Path, prompts, args, tmp: Path) -> tuple[dict[str, LoadResult], float, float]:
+def start_rho(model: Path, args, tmp: Path) -> ServerProcess:
     port = free_port()
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "PYTHONPATH": str(REPO)}
     argv = [sys.executable, "-m", "router", "--model-id", str(model), "--hostname", "127.0.0.1", "--port", str(port),
             "--num-threads", str(args.threads), *args.rho_arg]
-    with ServerProcess(argv, port, tmp / "rho-serve.log", cwd=REPO, env=env) as server:
-        startup = server.wait_healthy(args.startup_timeout)
-        return _load_phases(server, RHO, prompts, args), startup, server.rss_mb()
+    return ServerProcess(argv, port, tmp / "rho-serve.log", cwd=REPO, env=env)
 
 
-def run_engine_in_process(model: Path, prompts: list[str], args) -> LoadResult:
-    """The same workload through the engine's async client in this process (no HTTP): what HTTP is measured against.
+def run_engine_in_process(model: Path, warm: list[str], rounds: list[list[str]], args) -> list[LoadResult]:
+    """The same rounds through the engine's async client in this process (no HTTP): what HTTP is measured against.
 
-    The engine gets the flags rho-serve got (`--rho-arg`), tokenizes as the router does, and its start-up and a short
+    The engine gets the flags rho-serve got (`--rho-arg`), tokenizes as the router does, and its start-up and the
     warm-up are left out of the timing, as they are for the server."""
     import asyncio
 
@@ -109,15 +111,16 @@ def run_engine_in_process(model: Path, prompts: list[str], args) -> LoadResult:
     params = SamplingParams(max_new_tokens=args.max_new_tokens, ignore_eos=True)
     encode = client.tokenizer
 
-    async def load(batch: list[str], concurrency: int) -> LoadResult:
+    async def load(batch: list[str], concurrency: int, new_tokens: int) -> LoadResult:
         gate = asyncio.Semaphore(concurrency)
+        run_params = SamplingParams(max_new_tokens=new_tokens, ignore_eos=True)
 
         async def one(i: int, prompt: str) -> int:
             async with gate:
                 t = time.perf_counter()
                 ids = tuple(encode(prompt)["input_ids"])
                 n = sum([1 async for _ in client.generate(EngineRequest(f"bench-{i}-{time.monotonic_ns()}", ids,
-                                                                        params))])
+                                                                        run_params))])
                 latencies.append(time.perf_counter() - t)
                 return n
 
@@ -128,22 +131,20 @@ def run_engine_in_process(model: Path, prompts: list[str], args) -> LoadResult:
         return LoadResult(sum(counts), time.perf_counter() - start, 0.0, 0.0, latencies)
 
     try:
-        asyncio.run(load(prompts[:4], 4))
-        return asyncio.run(load(prompts, args.concurrency))
+        asyncio.run(load(warm, 4, 4))
+        return [asyncio.run(load(batch, args.concurrency, params.max_new_tokens)) for batch in rounds]
     finally:
         client.shutdown()
 
 
-def run_llama_server(prompts, args, model: Path, tmp: Path) -> tuple[dict[str, LoadResult], float, float]:
+def start_llama_server(model: Path, args, tmp: Path) -> ServerProcess:
     gguf = args.gguf or convert_to_gguf(model, args.llama_cpp_dir, tmp)
     port = free_port()
     per_slot = 512 + args.max_new_tokens
     argv = [str(args.peer_llama_server), "-m", str(gguf), "--host", "127.0.0.1", "--port", str(port),
             "-t", str(args.threads), "-tb", str(args.threads), "-np", str(args.concurrency),
             "-c", str(per_slot * args.concurrency), "-fa", "on"]
-    with ServerProcess(argv, port, tmp / "llama-server.log") as server:
-        startup = server.wait_healthy(args.startup_timeout)
-        return _load_phases(server, LLAMA, prompts, args), startup, server.rss_mb()
+    return ServerProcess(argv, port, tmp / "llama-server.log")
 
 
 def convert_to_gguf(model: Path, llama_cpp_dir: Path | None, tmp: Path) -> Path:
@@ -155,15 +156,32 @@ def convert_to_gguf(model: Path, llama_cpp_dir: Path | None, tmp: Path) -> Path:
     return out
 
 
-def _load_phases(server: ServerProcess, dialect, prompts, args) -> dict[str, LoadResult]:
-    """A short warm-up, the idle RSS, then each requested mode over all prompts."""
-    drive(server, dialect, prompts[:4], 4, 4, False, args.phase_timeout)
-    results = {"idle_rss": server.rss_mb()}
-    for mode in ("generate", "stream"):
-        if args.mode in (mode, "both"):
-            results[mode] = drive(server, dialect, prompts, args.max_new_tokens, args.concurrency,
-                                  mode == "stream", args.phase_timeout)
-    return results
+def serve_rounds(servers: list[tuple[str, object, ServerProcess]], warm: list[str], rounds: list[list[str]], args
+                 ) -> tuple[dict[tuple[str, str], list[LoadResult]], dict[str, tuple[float, float]]]:
+    """Start every server, warm each up, then per round drive each mode on each server in turn (the order flips every
+    round), each round with its own prompts (so no server's prefix cache has seen them). -> the rounds' results per
+    (system, mode), and per system (seconds from start to healthy, idle RSS after the warm-up)."""
+    results: dict[tuple[str, str], list[LoadResult]] = {}
+    started: dict[str, tuple[float, float]] = {}
+    modes = [m for m in ("generate", "stream") if args.mode in (m, "both")]
+    with contextlib.ExitStack() as stack:
+        for name, dialect, server in servers:
+            stack.enter_context(server)
+            startup = server.wait_healthy(args.startup_timeout)
+            drive(server, dialect, warm, 4, 4, False, args.phase_timeout)
+            started[name] = (startup, server.rss_mb())
+        for r, batch in enumerate(rounds):
+            for mode in modes:
+                for name, dialect, server in (servers if r % 2 == 0 else servers[::-1]):
+                    results.setdefault((name, mode), []).append(drive(
+                        server, dialect, batch, args.max_new_tokens, args.concurrency, mode == "stream",
+                        args.phase_timeout))
+    return results, started
+
+
+def median_round(results: list[LoadResult]) -> LoadResult:
+    """The round with the median tok/s (the lower middle of an even count): shared machines have noisy rounds."""
+    return sorted(results, key=lambda r: r.tok_s)[(len(results) - 1) // 2]
 
 
 def print_table(rows: list[tuple[str, str, LoadResult, float | None]], unit: float, header: str) -> None:
@@ -188,7 +206,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     model = p.add_mutually_exclusive_group()
     model.add_argument("--model-id", type=Path, help=f"checkpoint folder (default: {BUNDLED.name})")
     model.add_argument("--random-llama", choices=sorted(RANDOM_LLAMAS), help="build a random-weight Llama")
-    p.add_argument("--requests", type=int, default=64)
+    p.add_argument("--requests", type=int, default=64, help="prompts per round")
+    p.add_argument("--rounds", type=int, default=3,
+                   help="rounds of the load, each with its own prompts, systems taking turns; the median counts")
     p.add_argument("--concurrency", type=int, default=32)
     p.add_argument("--max-new-tokens", type=int, default=64)
     p.add_argument("--mode", choices=("both", "generate", "stream"), default="both")
@@ -204,7 +224,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--startup-timeout", type=float, default=300.0)
     p.add_argument("--phase-timeout", type=float, default=900.0, help="seconds one load phase may take")
     args = p.parse_args(argv)
-    for name in ("requests", "concurrency", "max_new_tokens", "threads"):
+    for name in ("requests", "rounds", "concurrency", "max_new_tokens", "threads"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be at least 1")
     if args.hf_requests < 0:
@@ -216,27 +236,34 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    prompts, source = load_prompts(args.requests)
+    prompts, source = load_prompts(4 + args.requests * args.rounds)
+    warm = prompts[:4]
+    rounds = [prompts[4 + r * args.requests:4 + (r + 1) * args.requests] for r in range(args.rounds)]
     with tempfile.TemporaryDirectory(prefix="rho-bench-serve-") as tmp_name:
         tmp = Path(tmp_name)
         model = random_llama(args.random_llama, tmp) if args.random_llama else (args.model_id or BUNDLED)
-        rho, rho_start, _ = run_rho(model, prompts, args, tmp)
-        engine = run_engine_in_process(model, prompts, args) if args.in_process else None
-        peer = run_llama_server(prompts, args, model, tmp) if args.peer_llama_server else None
-        hf = run_transformers(model, prompts[:args.hf_requests], args.max_new_tokens, args.threads) \
+        servers = [("rho-serve", RHO, start_rho(model, args, tmp))]
+        if args.peer_llama_server:
+            servers.append(("llama-server", LLAMA, start_llama_server(model, args, tmp)))
+        served, started = serve_rounds(servers, warm, rounds, args)
+        engine = run_engine_in_process(model, warm, rounds, args) if args.in_process else None
+        hf = run_transformers(model, rounds[0][:args.hf_requests], args.max_new_tokens, args.threads) \
             if args.hf_requests else None
     rows = [("transformers, one at a time", "generate", hf, None)] if hf else []
     if engine:
-        rows.append(("rho engine in-process (no HTTP)", "generate", engine, None))
-    for name, (results, _, _) in [("rho-serve", (rho, rho_start, 0))] + ([("llama-server", peer)] if peer else []):
-        rows += [(name, mode, results[mode], results["idle_rss"]) for mode in ("generate", "stream") if mode in results]
+        rows.append(("rho engine in-process (no HTTP)", "generate", median_round(engine), None))
+    for (name, mode), results in served.items():
+        rows.append((name, mode, median_round(results), started[name][1]))
     unit = hf.tok_s if hf else rows[0][2].tok_s
     model_name = args.random_llama and f"random Llama {args.random_llama}" or Path(model).name
-    print_table(rows, unit, f"{model_name}: {args.requests} prompts from {source}, {args.concurrency} concurrent, "
-                            f"{args.max_new_tokens} new tokens, greedy, EOS ignored, {args.threads} threads; "
-                            f"rho-serve healthy {rho_start:.1f} s after start"
-                            + (f", llama-server {peer[1]:.1f} s" if peer else "")
+    healthy = ", ".join(f"{name} healthy {started[name][0]:.1f} s after start" for name, _, _ in servers)
+    print_table(rows, unit, f"{model_name}: {args.requests} prompts per round from {source}, {args.concurrency} "
+                            f"concurrent, {args.max_new_tokens} new tokens, greedy, EOS ignored, {args.threads} "
+                            f"threads; the median of {args.rounds} rounds (distinct prompts each), {healthy}"
                             + ("" if hf else "; unit: the first row (transformers skipped)"))
+    print("\ntok/s per round: " + "; ".join(
+        f"{name} {mode}: " + ", ".join(f"{r.tok_s:,.0f}" for r in results) for (name, mode), results in
+        ([(("rho engine in-process", "generate"), engine)] if engine else []) + list(served.items())))
 
 
 if __name__ == "__main__":

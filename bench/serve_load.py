@@ -76,17 +76,18 @@ class ServerProcess:
         self.port, self.log = port, log
         self._log_file = open(log, "wb")
         self.proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=self._log_file, stderr=subprocess.STDOUT)
+        self.started = time.monotonic()
 
     @property
     def url(self) -> str:
         return f"http://{LOOPBACK}:{self.port}"
 
     def wait_healthy(self, timeout_s: float) -> float:
-        """Seconds from start to a 200 on /health; raises with the log's tail if it dies or times out."""
+        """Seconds from the process's start to a 200 on /health; raises with the log's tail if it dies or times out."""
         import urllib.error
         import urllib.request
 
-        start = time.monotonic()
+        start = self.started
         while time.monotonic() - start < timeout_s:
             if self.proc.poll() is not None:
                 break
