@@ -97,7 +97,9 @@ class EngineConfig:
                                            parse=parse_int_tuple)
     watermark_gamma: float = setting(0.5, "Watermark green-list fraction (Kirchenbauer et al.)")
     watermark_delta: float = setting(2.0, "Watermark logit bias added to green tokens")
-    num_threads: int | None = setting(None, "torch intra-op threads on CPU", shown="torch's choice")
+    num_threads: int | None = setting(None, "torch intra-op threads on CPU: the most one step uses (small steps "
+                                      "run on one, leaving the router a core)",
+                                      shown="the CPUs this process may use (affinity mask, cgroup quota)")
     kv_cache_dtype: str | None = setting(None, "KV cache dtype on CPU: float32 or bfloat16 (half the cache's memory "
                                          "and bandwidth, as llama.cpp's default f16 cache; attention then reads "
                                          "rounded keys and values, so logits move by ~1e-3)", shown="--dtype")

@@ -5,11 +5,9 @@ the cgroup CPU quota of a container: a server limited to 2 CPUs on a 16-core hos
 an OpenMP barrier waiting on a descheduled thread stalls every op (measured here: with ~2x more runnable threads than
 cores, a decode step ran 8x slower at 2 threads than at 1). So the default is min(affinity mask, ceil(quota)).
 
-Measured on the 2-core development machine (shared, load 3-6) with the HTTP router in the same process, `rho-bench
-serve --mode generate --threads N`, interleaved pairs, 2 threads over 1: 7.5M random Llama (192 requests) 1.63x,
-1.08x, 0.91x; bundled model (64 requests) 0.94x, 1.13x. 2 threads is no worse (median 1.08x), so no core is held back
-for the router (its HTTP and detokenisation fit between steps). Larger machines were not measured.
-`--num-threads` (EngineConfig.num_threads) overrides it.
+That count is the most a step uses: `StepThreads` runs small steps on one thread, so that the router in the same
+process keeps a core (measured below).
+`--num-threads` (EngineConfig.num_threads) overrides the count.
 """
 from __future__ import annotations
 
@@ -51,3 +49,38 @@ def cgroup_cpu_quota(v2: Path = CGROUP_V2_CPU_MAX, v1_quota: Path = CGROUP_V1_QU
     except (OSError, ValueError):
         return None
     return None
+
+
+# Steps whose work is below this many multiply-adds run on one thread (see StepThreads).
+PARALLEL_STEP_MACS = 32_000_000
+
+
+class StepThreads:
+    """torch's intra-op thread count per engine step on CPU: one thread for small steps, `max_threads` otherwise.
+
+    The router's event loop (HTTP, detokenization) runs in the same process and needs a core now and then. With two
+    OpenMP threads a small step gains little from the second one, whose spin-waiting between ops takes the core the
+    router needs; the router then waits for a time slice and every request's tokens with it. Measured on the 2-core
+    machine, `rho-bench serve --mode generate --rounds 3`, median tok/s with 1 thread over 2: bundled 1M model 1.9x at
+    4 concurrent, 1.7x at 8, 1.2x at 16, level at 32 (~38M multiply-adds a step); 7.5M random Llama 1.1x at 1
+    concurrent (~8M), but 0.7x at 32 (~250M). Work is estimated as the linear layers' weights times the step's tokens
+    plus the attention's query-key and value products over every sequence's context."""
+
+    def __init__(self, max_threads: int, linear_macs_per_token: int, attention_macs_per_key: int):
+        self.max_threads = max_threads
+        self.linear_macs_per_token = linear_macs_per_token
+        self.attention_macs_per_key = attention_macs_per_key
+        self.current = max_threads
+
+    def threads_for(self, num_tokens: int, num_keys: int) -> int:
+        """num_keys: the sum over the step's query tokens of the keys each attends to (an upper bound is fine)."""
+        macs = num_tokens * self.linear_macs_per_token + num_keys * self.attention_macs_per_key
+        return 1 if macs < PARALLEL_STEP_MACS else self.max_threads
+
+    def apply(self, num_tokens: int, num_keys: int) -> None:
+        import torch
+
+        threads = self.threads_for(num_tokens, num_keys)
+        if threads != self.current:
+            torch.set_num_threads(threads)
+            self.current = threads

@@ -23,7 +23,7 @@ import torch
 from server.attention import AttentionUnavailableError, attention_backend
 from server.block_manager import BlockManager
 from server.config import ConfigError, EngineConfig
-from server.cpu_threads import default_num_threads
+from server.cpu_threads import StepThreads, default_num_threads
 from server.loader import load_checkpoint
 from server.model_runner import ModelRunner
 from server.protocol import (EngineInfo, EngineRequest, EngineStats, FinishReason, StepInfo, TokenEvent, TopToken,
@@ -49,8 +49,9 @@ class Engine:
         self.config = config
         device = config.device or ("cuda" if torch.cuda.is_available() else "cpu")
         dtype = config.dtype or ("bfloat16" if device.startswith("cuda") else "float32")
+        threads = config.num_threads or default_num_threads()
         if device == "cpu":  # the CPUs this process may use, not torch's count of the host's cores
-            torch.set_num_threads(config.num_threads or default_num_threads())
+            torch.set_num_threads(threads)
         kv_dtype = config.kv_cache_dtype or dtype
         if kv_dtype != dtype and not device.startswith("cpu"):
             raise ConfigError(f"--kv-cache-dtype {kv_dtype} is a CPU option: on {device} the cache is --dtype's")
@@ -71,6 +72,10 @@ class Engine:
         self.scheduler = Scheduler(self.block_manager, config.max_batch_prefill_tokens, config.max_num_seqs,
                                    self.speculator)
         self.sampler = Sampler(device, config.watermark_gamma, config.watermark_delta)
+        cfg = model.cfg
+        self.step_threads = StepThreads(
+            threads, sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear)),
+            2 * cfg.num_layers * cfg.num_heads * cfg.head_dim) if device == "cpu" and threads > 1 else None
         self._inbox: queue.SimpleQueue = queue.SimpleQueue()
         self._arrivals = itertools.count()
         self._thread: threading.Thread | None = None
@@ -164,6 +169,9 @@ class Engine:
         out = self.scheduler.schedule()
         if out.is_empty:
             return events
+        if self.step_threads is not None:
+            keys = sum(c.num_new_tokens * (c.seq.num_computed_tokens + c.num_new_tokens) for c in out.chunks)
+            self.step_threads.apply(out.num_tokens, keys)  # keys: an upper bound per chunk
         self._step_started = started = time.monotonic()
         for chunk in out.chunks:
             if chunk.seq.scheduled_at is None:

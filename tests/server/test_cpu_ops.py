@@ -179,3 +179,30 @@ def test_the_engine_applies_the_default_unless_told(make_engine, monkeypatch):
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+def test_step_threads_small_steps_run_on_one_thread():
+    from server.cpu_threads import PARALLEL_STEP_MACS, StepThreads
+
+    policy = StepThreads(4, linear_macs_per_token=1_000_000, attention_macs_per_key=1_000)
+    assert policy.threads_for(num_tokens=1, num_keys=200) == 1  # one decode row of a 1M-weight model
+    assert policy.threads_for(num_tokens=32, num_keys=32 * 200) == 4  # 32 rows: ~38M multiply-adds
+    assert policy.threads_for(num_tokens=1, num_keys=PARALLEL_STEP_MACS) == 4  # a long context alone is enough
+
+
+def test_the_engine_switches_threads_per_step(make_engine):
+    from server.protocol import EngineRequest, SamplingParams
+
+    before = torch.get_num_threads()
+    try:
+        engine = make_engine(num_threads=2)
+        assert engine.step_threads is not None
+        engine.step_threads.linear_macs_per_token = 100_000  # the tiny test model: pretend 0.1M weights
+        engine.submit(EngineRequest("long", tuple(range(3, 403)), SamplingParams(max_new_tokens=2)))
+        engine.step()  # a 400-token prefill: 40M multiply-adds
+        assert torch.get_num_threads() == 2
+        engine.step()  # one decode row
+        assert torch.get_num_threads() == 1
+        assert make_engine(num_threads=1).step_threads is None
+    finally:
+        torch.set_num_threads(before)
