@@ -26,6 +26,7 @@ import random
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -130,11 +131,26 @@ def run_engine_in_process(model: Path, warm: list[str], rounds: list[list[str]],
         counts = await asyncio.gather(*(one(i, p) for i, p in enumerate(batch)))
         return LoadResult(sum(counts), time.perf_counter() - start, 0.0, 0.0, latencies)
 
-    try:
-        asyncio.run(load(warm, 4, 4))
-        return [asyncio.run(load(batch, args.concurrency, params.max_new_tokens)) for batch in rounds]
-    finally:
-        client.shutdown()
+    results: list[LoadResult] = []
+    failed: list[BaseException] = []
+
+    def drive_rounds() -> None:  # the load on a thread, the engine loop on the main thread, as rho-serve runs them
+        try:
+            asyncio.run(load(warm, 4, 4))
+            results.extend(asyncio.run(load(batch, args.concurrency, params.max_new_tokens)) for batch in rounds)
+        except BaseException as e:  # noqa: BLE001 - re-raised on the main thread below
+            failed.append(e)
+        finally:
+            client.shutdown()
+
+    client.claim_engine_thread()
+    loader = threading.Thread(target=drive_rounds, name="bench-load")
+    loader.start()
+    client.run_engine()
+    loader.join()
+    if failed:
+        raise failed[0]
+    return results
 
 
 def start_llama_server(model: Path, args, tmp: Path) -> ServerProcess:

@@ -2,7 +2,7 @@
 
 SIGTERM/SIGINT: uvicorn stops accepting connections and waits up to --graceful-termination-timeout for in-flight
 requests (streams included); just before that deadline each stream still running ends with an error event and each
-non-streaming request with a 503 body (router.shutdown); then the engine thread is shut down.
+non-streaming request with a 503 body (router.shutdown); then the engine loop (on the main thread) is stopped.
 """
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import json
 import logging
 import signal
 import sys
+import threading
 import time
 
 from router.cli import CliError, parse_args
@@ -32,7 +33,10 @@ def setup_logging(json_output: bool) -> None:
     root.setLevel(logging.INFO)
 
 
-def serve(engine_config, router_config) -> None:
+def serve(engine_config, router_config) -> int:
+    """Load the engine, then serve HTTP from a thread while the engine's loop runs on this (the main) thread (see
+    server.engine.Engine.run for why); SIGTERM/SIGINT reach uvicorn's drain through handlers installed here. Returns
+    the exit status (uvicorn's own when it could not start, e.g. the port is taken)."""
     from router.app import create_app
     from router.serving import draining_server, uvicorn_config
     from server import load_engine_client
@@ -42,14 +46,35 @@ def serve(engine_config, router_config) -> None:
     server = draining_server(uvicorn_config(app, router_config.hostname, router_config.port,
                                             router_config.graceful_termination_timeout))
     log.info("serving %s on http://%s:%d", client.checkpoint.model_id, router_config.hostname, router_config.port)
-    # uvicorn drains on SIGTERM, then re-raises it to the handler in place before it started: make that one a
-    # no-op so the engine is shut down below and the process exits 0 (a clean stop for Docker/Kubernetes).
-    signal.signal(signal.SIGTERM, lambda *_: None)
+    status = {"code": 0}
+
+    def run_http() -> None:
+        try:
+            server.run()  # off the main thread uvicorn installs no signal handlers: the ones below forward to it
+        except SystemExit as e:  # uvicorn's start-up failures (it has logged why)
+            status["code"] = e.code if isinstance(e.code, int) else 1
+        except BaseException:  # noqa: BLE001 - logged, then the engine is stopped and the process exits non-zero
+            log.exception("the HTTP server failed")
+            status["code"] = 1
+        finally:
+            client.shutdown()  # ends client.run_engine() below
+
+    # uvicorn drains on SIGTERM (a clean stop for Docker/Kubernetes: exit 0); a second SIGINT forces the exit.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, server.handle_exit)
+    client.claim_engine_thread()  # before the HTTP thread starts: its lifespan must not start an engine thread
+    http = threading.Thread(target=run_http, name="rho-http")
+    http.start()
     try:
-        server.run()
+        client.run_engine()
     finally:
-        client.shutdown()
+        if http.is_alive() and not server.should_exit:  # the engine loop itself died: stop serving
+            log.error("the engine loop stopped; shutting the HTTP server down")
+            server.should_exit = True
+            status["code"] = status["code"] or 1
+        http.join()
         log.info("shut down")
+    return status["code"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -62,11 +87,10 @@ def main(argv: list[str] | None = None) -> int:
     log.info("engine config: %s", json.dumps(engine_config.to_dict(), default=str))
     log.info("router config: %s", json.dumps(router_config.to_dict(), default=str))
     try:
-        serve(engine_config, router_config)
-    except (CliError, ValueError, OSError) as e:  # checkpoint errors, limits vs capacity, port in use
+        return serve(engine_config, router_config)
+    except (CliError, ValueError, OSError) as e:  # checkpoint errors, limits vs capacity
         log.error("%s", e)
         return 2
-    return 0
 
 
 if __name__ == "__main__":

@@ -32,6 +32,15 @@ class EngineClient:
         self._loop = asyncio.get_running_loop()
         self.engine.start(self._on_events_threadsafe)
 
+    def run_engine(self) -> None:
+        """Run the engine's loop on the calling thread (the process's main thread: server.engine.Engine.run says
+        why) until `shutdown`; the event loop, bound by `start`, then serves from another thread."""
+        self.engine.run(self._on_events_threadsafe)
+
+    def claim_engine_thread(self) -> None:
+        """Before `run_engine`, while other threads may already call `start`: keeps them from starting a thread."""
+        self.engine.claim_thread()
+
     def shutdown(self) -> None:
         self.engine.shutdown()
 

@@ -37,6 +37,7 @@ from server.watermark import detect
 logger = logging.getLogger(__name__)
 
 CPU_DEFAULT_POOL_TOKENS = 32768
+IDLE_WAKE_S = 0.25  # an idle loop's longest sleep
 # The sequence's error (router: 424 "Request failed during generation: ...", error_type "generation").
 NON_FINITE_MESSAGE = ("the model produced non-finite logits (NaN or inf) for this sequence; the model or its weights "
                       "overflow in this dtype")
@@ -110,16 +111,35 @@ class Engine:
         self._inbox.put(("abort", request_id))
 
     def start(self, on_events: EventCallback) -> None:
+        """Run the loop on a thread of its own (a library user's default); no-op when it already runs (`run`)."""
         if self._thread is not None:
             return
         self._thread = threading.Thread(target=self._loop, args=(on_events,), name="rho-engine", daemon=True)
         self._thread.start()
 
+    def run(self, on_events: EventCallback) -> None:
+        """Run the loop on the calling thread until `shutdown` (rho-serve runs it on the process's main thread).
+
+        Why the main thread: libgomp counts every thread that opens OpenMP parallel regions, and once the count
+        exceeds the CPUs (a second thread with its own team, next to the main thread that loaded the model) it
+        throttles its workers' spin-wait to almost nothing, so each of a step's ~100 parallel regions waits for a
+        worker to wake from sleep: MKL's GEMMs ran 2x slower on a thread of their own (2 CPUs, 2 threads), a whole
+        decode step 2.2x. Call `claim_thread` first when other threads may call `start` meanwhile."""
+        self.claim_thread()
+        self._loop(on_events)
+
+    def claim_thread(self) -> None:
+        """Reserve the loop for the calling thread: `start` then starts nothing, `run` must follow on this thread."""
+        if self._thread is None:
+            self._thread = threading.current_thread()
+        assert self._thread is threading.current_thread(), "the engine loop already runs on another thread"
+
     def shutdown(self, timeout: float = 5.0) -> None:
         self._stopping.set()
         self._inbox.put(("wake", None))
-        if self._thread is not None:
-            self._thread.join(timeout)
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread() and thread is not threading.main_thread():
+            thread.join(timeout)  # the main thread is never joined: it is the one that will return from `run`
 
     def add_step_observer(self, observer: StepObserver) -> None:
         """Call observer(StepInfo) after every step, on the engine thread (keep it cheap and thread-safe)."""
@@ -152,7 +172,11 @@ class Engine:
     def _loop(self, on_events: EventCallback) -> None:
         while not self._stopping.is_set():
             if not self.scheduler.has_work():
-                self._handle(self._inbox.get())  # sleep until there is something to do
+                try:  # sleep until there is something to do; wake now and then so that, on the main thread,
+                    # Python runs the signal handlers (SIGTERM) that arrived meanwhile
+                    self._handle(self._inbox.get(timeout=IDLE_WAKE_S))
+                except queue.Empty:
+                    continue
             try:
                 events = self.step()
             except Exception:  # an invariant broke: fail everything in flight, keep the loop alive
