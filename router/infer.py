@@ -141,13 +141,14 @@ class Infer:
         finally:
             permits.release()
 
-    async def stream(self, valid: ValidRequest, cut_stop: bool = False, observe: bool = True
+    async def stream(self, valid: ValidRequest, cut_stop: bool = False, observe: bool = True, live: bool = True
                      ) -> AsyncIterator[StreamItem]:
         """Token items of one sequence; the last has finish_reason, generated_text and timing. Raises
-        GenerationError. observe: record the request histograms when it finishes."""
+        GenerationError. observe: record the request histograms when it finishes. live=False: the items come all at
+        once when the sequence ends (nothing needs them earlier: no stream, no stop string to cut it short)."""
         request = EngineRequest(uuid.uuid4().hex, valid.prompt_token_ids, valid.params)
         decoder = _Decoder(self, valid, cut_stop, observe)
-        async with contextlib.aclosing(self.client.generate(request)) as events:
+        async with contextlib.aclosing(self.client.generate(request, live=live)) as events:
             async for event in events:
                 item = decoder.step(event)
                 yield item
@@ -170,7 +171,7 @@ class Infer:
 
     async def collect(self, valid: ValidRequest, cut_stop: bool = False, observe: bool = True) -> Generation:
         tokens, tops, prefill = [], [], []
-        async for item in self.stream(valid, cut_stop, observe):
+        async for item in self.stream(valid, cut_stop, observe, live=bool(valid.stop)):
             tokens.append(item.token)
             tops.append(list(item.top_tokens))
             prefill = prefill or list(item.prefill)
@@ -216,7 +217,6 @@ class _Decoder:
         self.index = 0
         self.num_prompt_tokens = len(valid.prompt_token_ids)
         self.num_cached = 0
-        self.start = time.perf_counter()
         self.queued_at = time.monotonic()  # submitted to the engine right after this decoder is made
         self.scheduled_at = self.queued_at
         self.ttft = 0.0
@@ -255,7 +255,8 @@ class _Decoder:
         return timing
 
     def _first(self, event: TokenEvent) -> tuple[TokenInfo, ...]:
-        self.ttft = time.perf_counter() - self.start
+        # The engine's stamp: a non-live request reads its first event only when the sequence has ended.
+        self.ttft = max(0.0, (event.emitted_at or time.monotonic()) - self.queued_at)
         # Engines that predate the stamp (test fakes) send 0: the queue time is then unknown and counted as 0.
         self.scheduled_at = min(max(event.scheduled_at, self.queued_at), time.monotonic())
         self.num_prompt_tokens = event.num_prompt_tokens or self.num_prompt_tokens

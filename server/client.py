@@ -24,7 +24,7 @@ class EngineClient:
         self.checkpoint = engine.checkpoint  # for the launcher and benchmarks; the router reads `info`
         self.info: EngineInfo = engine.info()
         self.tokenizer = engine.checkpoint.tokenizer
-        self._queues: dict[str, asyncio.Queue[TokenEvent]] = {}
+        self._queues: dict[str, _Inbox] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
 
     async def start(self) -> None:
@@ -44,21 +44,24 @@ class EngineClient:
     def shutdown(self) -> None:
         self.engine.shutdown()
 
-    async def generate(self, request: EngineRequest) -> AsyncIterator[TokenEvent]:
+    async def generate(self, request: EngineRequest, live: bool = True) -> AsyncIterator[TokenEvent]:
+        """The request's events, in order. live=False: the consumer is woken once, by the last event, and gets them
+        all then (a non-streaming request with nothing to watch token by token, such as stop strings): one task
+        wake-up per request instead of one per token, which is most of the router's cost per token."""
         await self.start()
-        queue: asyncio.Queue[TokenEvent] = asyncio.Queue()
         if request.request_id in self._queues:
             raise ValueError(f"duplicate request id {request.request_id}")
-        self._queues[request.request_id] = queue
+        inbox = _Inbox(live)
+        self._queues[request.request_id] = inbox
         finished = False
         try:
             self.engine.submit(request)
             while True:
-                event = await queue.get()
-                finished = event.finish_reason is not None or event.error is not None
-                yield event
-                if finished:
-                    return
+                for event in await inbox.take():
+                    finished = event.finish_reason is not None or event.error is not None
+                    yield event
+                    if finished:
+                        return
         finally:
             self._queues.pop(request.request_id, None)
             if not finished:
@@ -99,6 +102,26 @@ class EngineClient:
 
     def _dispatch(self, events: list[TokenEvent]) -> None:
         for event in events:
-            queue = self._queues.get(event.request_id)
-            if queue is not None:  # absent: the consumer already left; its abort is on the way
-                queue.put_nowait(event)
+            inbox = self._queues.get(event.request_id)
+            if inbox is not None:  # absent: the consumer already left; its abort is on the way
+                inbox.put(event)
+
+
+class _Inbox:
+    """One request's undelivered events; its consumer waits for the next batch (live) or for the last event."""
+
+    def __init__(self, live: bool):
+        self.live = live
+        self.events: list[TokenEvent] = []
+        self.ready = asyncio.Event()
+
+    def put(self, event: TokenEvent) -> None:
+        self.events.append(event)
+        if self.live or event.finish_reason is not None or event.error is not None:
+            self.ready.set()
+
+    async def take(self) -> list[TokenEvent]:
+        await self.ready.wait()
+        self.ready.clear()
+        events, self.events = self.events, []
+        return events

@@ -312,6 +312,7 @@ class Engine:
             top_tokens=tuple(TopToken(t, lp) for t, lp in token.top_tokens),
             finish_reason=FINISH_REASONS[status] if status else None, num_prompt_tokens=seq.num_prompt_tokens,
             num_cached_prompt_tokens=seq.num_cached_prompt_tokens, is_special=is_eos, scheduled_at=seq.scheduled_at,
+            emitted_at=0.0 if seq.first_event_sent else time.monotonic(),
             prompt_logprobs=None if seq.first_event_sent or seq.prompt_logprobs is None else tuple(seq.prompt_logprobs))
         seq.first_event_sent = True
         events.append(event)

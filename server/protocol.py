@@ -94,6 +94,9 @@ class TokenEvent:
     is_special: bool = False  # the token is one of the stop (EOS) ids
     # time.monotonic() when the engine first put the request in a batch (TGI's `start`; prefill runs after it)
     scheduled_at: float = 0.0
+    # time.monotonic() when the engine made this event; set on the first event only (time to first token, also
+    # when the router reads the events later)
+    emitted_at: float = 0.0
 
 
 @dataclass(frozen=True)

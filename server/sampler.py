@@ -45,13 +45,15 @@ class Sampler:
         logits = self.process(logits, seqs)
         greedy, log_norm = argmax_logsumexp(logits)  # (R,) each
         chosen = self._choose(logits, seqs, greedy)  # (R,)
-        chosen_logprobs = logits.gather(1, chosen[:, None]).squeeze(1) - log_norm  # log_softmax at the chosen id
         max_n = max(s.params.top_n_tokens for s in seqs)
         top_lp = top_ids = None
-        if max_n:
+        if max_n:  # the chosen token's logprob from the same tensor as its alternatives': equal where both appear
             logprobs = torch.log_softmax(logits, dim=-1)  # (R, vocab)
+            chosen_logprobs = logprobs.gather(1, chosen[:, None]).squeeze(1)
             top_lp, top_ids = logprobs.topk(min(max_n, logprobs.shape[-1]), dim=-1)
             top_lp, top_ids = top_lp.tolist(), top_ids.tolist()  # (R, max_n) each
+        else:
+            chosen_logprobs = logits.gather(1, chosen[:, None]).squeeze(1) - log_norm  # log_softmax at the choice
         rows = zip(chosen.tolist(), chosen_logprobs.tolist())
         return [SampledToken(t, lp, tuple(zip(top_ids[r], top_lp[r]))[: s.params.top_n_tokens] if max_n else ())
                 for r, ((t, lp), s) in enumerate(zip(rows, seqs))]

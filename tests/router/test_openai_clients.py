@@ -96,7 +96,7 @@ def test_a_failure_mid_stream_is_an_error_event_then_done(server, monkeypatch):
     real_stream = infer.stream
     calls = []
 
-    async def failing_stream(valid, cut_stop=False, observe=True):
+    async def failing_stream(valid, cut_stop=False, observe=True, live=True):
         calls.append(valid)
         run_number = len(calls)  # the second run of each request fails
         async with contextlib.aclosing(real_stream(valid, cut_stop, observe)) as items:

@@ -1,5 +1,6 @@
 """The async client over the engine thread: streaming events, abort on early exit, stats."""
 import asyncio
+import time
 
 import pytest
 
@@ -35,5 +36,20 @@ def test_concurrent_streams_and_early_exit_aborts(client):
                 break
             await asyncio.sleep(0.02)
         assert stats.num_running == stats.num_waiting == stats.num_blocks_used == 0 and stats.alive
+
+    asyncio.run(main())
+
+
+def test_not_live_delivers_every_event_at_the_end_with_the_first_token_time(client):
+    """live=False (non-streaming requests without stop strings): the consumer wakes once, at the last event, and
+    gets the same events a live consumer gets; the first carries the engine's time, for time to first token."""
+    async def main():
+        req = lambda rid: EngineRequest(rid, (1, 5, 6, 7), SamplingParams(max_new_tokens=12))  # noqa: E731
+        started = time.monotonic()
+        live = [ev async for ev in client.generate(req("live"))]
+        quiet = [ev async for ev in client.generate(req("quiet"), live=False)]
+        assert [e.token_id for e in quiet] == [e.token_id for e in live] and quiet[-1].finish_reason is not None
+        assert started < quiet[0].emitted_at <= time.monotonic()
+        assert all(e.emitted_at == 0.0 for e in quiet[1:])
 
     asyncio.run(main())
