@@ -22,6 +22,8 @@ from server.protocol import SamplingParams, draw_seed
 DEFAULT_GENERATION_LENGTH = 1024  # TGI: the part of max_new_tokens that must fit at validation
 
 
+INLINE_TOKENIZE_CHARS = 1024  # prompts up to this long are tokenized on the event loop (~0.5 ms at most)
+
 @dataclass(frozen=True)
 class ValidRequest:
     inputs: str
@@ -126,7 +128,10 @@ class Validator:
             if bad:
                 raise ValidationError(f"tokenizer error token id {bad[0]} is outside the vocabulary")
             return list(inputs)
-        try:  # off the event loop: long prompts take milliseconds
+        try:  # long prompts off the event loop (they take milliseconds); short ones inline, where the thread hop
+            # would cost more than the encoding (a 300-character question: 140 us inline, 290 us through a thread)
+            if len(inputs) <= INLINE_TOKENIZE_CHARS:
+                return self._encode(inputs, add_special_tokens)
             return await asyncio.to_thread(self._encode, inputs, add_special_tokens)
         except Exception as e:  # noqa: BLE001 - any tokenizer failure is the client's input
             raise ValidationError(f"tokenizer error {e}") from None
