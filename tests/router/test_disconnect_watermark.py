@@ -21,7 +21,9 @@ def wait_idle(client, timeout: float = 10.0):
 
 def test_fifty_disconnecting_streams_leave_nothing(server, auth_headers, engine_client):
     async def one(client: httpx.AsyncClient, i: int) -> int:
-        body = {"inputs": f"Stream number {i} says", "parameters": {"max_new_tokens": 1900, "do_sample": True}}
+        # ignore_eos: a sampled EOS among the first tokens would end a stream before the client leaves it
+        body = {"inputs": f"Stream number {i} says",
+                "parameters": {"max_new_tokens": 1900, "do_sample": True, "ignore_eos": True}}
         async with client.stream("POST", "/generate_stream", json=body) as r:
             seen = 0
             async for line in r.aiter_lines():
