@@ -74,10 +74,9 @@ def measure_in_process(model: Path, requests, args) -> tuple[float, int]:
 
     torch.set_num_threads(args.threads)
     client = load_engine_client(EngineConfig(model_id=str(model), num_threads=args.threads, max_total_tokens=1024))
-    try:
-        return asyncio.run(run_in_process(client, client.checkpoint.tokenizer, requests, args.concurrency))
-    finally:
-        client.shutdown()
+    # The engine loop on the main thread, as rho-serve runs it (server.engine.Engine.run says why).
+    return client.run_beside_engine(
+        lambda: asyncio.run(run_in_process(client, client.checkpoint.tokenizer, requests, args.concurrency)))
 
 
 def measure_http(model: Path, requests, args) -> tuple[float, int]:

@@ -26,7 +26,6 @@ import random
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -131,26 +130,11 @@ def run_engine_in_process(model: Path, warm: list[str], rounds: list[list[str]],
         counts = await asyncio.gather(*(one(i, p) for i, p in enumerate(batch)))
         return LoadResult(sum(counts), time.perf_counter() - start, 0.0, 0.0, latencies)
 
-    results: list[LoadResult] = []
-    failed: list[BaseException] = []
+    def drive_rounds() -> list[LoadResult]:  # on a thread; the engine loop on the main thread, as rho-serve runs it
+        asyncio.run(load(warm, 4, 4))
+        return [asyncio.run(load(batch, args.concurrency, params.max_new_tokens)) for batch in rounds]
 
-    def drive_rounds() -> None:  # the load on a thread, the engine loop on the main thread, as rho-serve runs them
-        try:
-            asyncio.run(load(warm, 4, 4))
-            results.extend(asyncio.run(load(batch, args.concurrency, params.max_new_tokens)) for batch in rounds)
-        except BaseException as e:  # noqa: BLE001 - re-raised on the main thread below
-            failed.append(e)
-        finally:
-            client.shutdown()
-
-    client.claim_engine_thread()
-    loader = threading.Thread(target=drive_rounds, name="bench-load")
-    loader.start()
-    client.run_engine()
-    loader.join()
-    if failed:
-        raise failed[0]
-    return results
+    return client.run_beside_engine(drive_rounds)
 
 
 def start_llama_server(model: Path, args, tmp: Path) -> ServerProcess:
@@ -189,9 +173,14 @@ def serve_rounds(servers: list[tuple[str, object, ServerProcess]], warm: list[st
         for r, batch in enumerate(rounds):
             for mode in modes:
                 for name, dialect, server in (servers if r % 2 == 0 else servers[::-1]):
-                    results.setdefault((name, mode), []).append(drive(
-                        server, dialect, batch, args.max_new_tokens, args.concurrency, mode == "stream",
-                        args.phase_timeout))
+                    try:
+                        result = drive(server, dialect, batch, args.max_new_tokens, args.concurrency,
+                                       mode == "stream", args.phase_timeout)
+                    except Exception as e:  # the client's error alone does not say what the server did
+                        tail = server.log.read_text(errors="replace")[-3000:]
+                        raise RuntimeError(f"{name}, {mode} round {r + 1}: {type(e).__name__}: {e}; exit code "
+                                           f"{server.proc.poll()}; its log ends:\n{tail}") from e
+                    results.setdefault((name, mode), []).append(result)
     return results, started
 
 

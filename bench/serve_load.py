@@ -185,7 +185,9 @@ async def _drive(server, dialect, prompts, max_new_tokens, concurrency, stream) 
             peak[0] = max(peak[0], rss_mb(pids))
 
     timeout = aiohttp.ClientTimeout(total=None, sock_read=120)
-    connector = aiohttp.TCPConnector(limit=concurrency)
+    # llama-server closes a connection after a streamed response without saying so (no `Connection: close`): a
+    # reused one then fails with "Can not write request body". Its streams get a connection each.
+    connector = aiohttp.TCPConnector(limit=concurrency, force_close=stream and dialect.name == "llama")
     async with aiohttp.ClientSession(server.url, timeout=timeout, connector=connector) as session:
         sampler = asyncio.create_task(sample_rss())
         cpu0, start = _cpu_seconds(), time.perf_counter()

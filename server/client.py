@@ -9,13 +9,16 @@ metrics, watermark detection. The tokenizer is the one object it shares (it runs
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import AsyncIterator, Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from server.protocol import EngineInfo, EngineRequest, EngineStats, StepInfo, TokenEvent, WatermarkDetection
 
 if TYPE_CHECKING:
     from server.engine import Engine
+
+T = TypeVar("T")
 
 
 class EngineClient:
@@ -36,6 +39,30 @@ class EngineClient:
         """Run the engine's loop on the calling thread (the process's main thread: server.engine.Engine.run says
         why) until `shutdown`; the event loop, bound by `start`, then serves from another thread."""
         self.engine.run(self._on_events_threadsafe)
+
+    def run_beside_engine(self, work: Callable[[], T]) -> T:
+        """work() on a new thread (its own asyncio loops, e.g. `asyncio.run(...)` of requests) while the engine's
+        loop runs on the calling thread, the main one as rho-serve runs it; returns work's result or raises its
+        error. Benchmarks and embedders that drive the engine in-process use this."""
+        outcome: list = []
+
+        def run() -> None:
+            try:
+                outcome.append((True, work()))
+            except BaseException as e:  # noqa: BLE001 - re-raised on the calling thread
+                outcome.append((False, e))
+            finally:
+                self.shutdown()
+
+        self.claim_engine_thread()
+        worker = threading.Thread(target=run, name="engine-client-work")
+        worker.start()
+        self.run_engine()
+        worker.join()
+        ok, value = outcome[0]
+        if not ok:
+            raise value
+        return value
 
     def claim_engine_thread(self) -> None:
         """Before `run_engine`, while other threads may already call `start`: keeps them from starting a thread."""

@@ -53,3 +53,24 @@ def test_not_live_delivers_every_event_at_the_end_with_the_first_token_time(clie
         assert all(e.emitted_at == 0.0 for e in quiet[1:])
 
     asyncio.run(main())
+
+
+def test_run_beside_engine_runs_the_loop_on_this_thread(tiny_llama_dir):
+    """The engine loop on the calling (main) thread while the work drives requests from another; the work's result
+    comes back and its errors are raised here."""
+    import threading
+
+    c = load_engine_client(EngineConfig(model_id=str(tiny_llama_dir)))
+    seen = {}
+
+    def work():
+        seen["worker"] = threading.current_thread()
+        return asyncio.run(collect(c, "beside", 5))
+
+    events = c.run_beside_engine(work)
+    assert len(events) == 5 and events[-1].finish_reason is not None
+    assert c.engine._thread is threading.current_thread() is not seen["worker"]
+
+    c2 = load_engine_client(EngineConfig(model_id=str(tiny_llama_dir)))
+    with pytest.raises(ZeroDivisionError):
+        c2.run_beside_engine(lambda: 1 / 0)
