@@ -70,7 +70,9 @@ class StepThreads:
         self.max_threads = max_threads
         self.linear_macs_per_token = linear_macs_per_token
         self.attention_macs_per_key = attention_macs_per_key
-        self.current = max_threads
+        # None: set on the first step, on the thread that runs the steps (OpenMP's thread count is per thread: the
+        # engine's own thread does not inherit what the constructing thread set)
+        self.current: int | None = None
 
     def threads_for(self, num_tokens: int, num_keys: int) -> int:
         """num_keys: the sum over the step's query tokens of the keys each attends to (an upper bound is fine)."""
