@@ -206,7 +206,7 @@ def print_table(rows: list[tuple[str, str, LoadResult, float | None]], unit: flo
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="rho-bench serve", description=__doc__.splitlines()[0],
+    p = argparse.ArgumentParser(prog="rho-bench serve", description=" ".join(__doc__.split("\n\n")[0].split()),
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     model = p.add_mutually_exclusive_group()
     model.add_argument("--model-id", type=Path, help=f"checkpoint folder (default: {BUNDLED.name})")
