@@ -134,6 +134,9 @@ def run_engine_in_process(model: Path, warm: list[str], rounds: list[list[str]],
         asyncio.run(load(warm, 4, 4))
         return [asyncio.run(load(batch, args.concurrency, params.max_new_tokens)) for batch in rounds]
 
+    from router.__main__ import GIL_SWITCH_INTERVAL_S
+
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)  # as rho-serve sets it for its two threads
     return client.run_beside_engine(drive_rounds)
 
 
