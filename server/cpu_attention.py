@@ -73,7 +73,10 @@ def paged_attention_cpu(query: torch.Tensor, k_cache: torch.Tensor, v_cache: tor
     q = query if query.dtype == torch.float32 else query.float()
     if q.stride(-1) != 1:
         q = q.contiguous()
-    out = op(q, k_cache, v_cache, _int32(meta.query_start_loc), _int32(meta.seq_lens), _int32(meta.block_tables),
+    if "cpp_int32" not in meta.backend_cache:  # once per step, not per layer
+        meta.backend_cache["cpp_int32"] = (_int32(meta.query_start_loc), _int32(meta.seq_lens),
+                                           _int32(meta.block_tables))
+    out = op(q, k_cache, v_cache, *meta.backend_cache["cpp_int32"],
              float(scale), -1 if sliding_window is None else int(sliding_window))
     return out if query.dtype == torch.float32 else out.to(query.dtype)
 
@@ -102,12 +105,16 @@ def paged_attention_mixed(query: torch.Tensor, k_cache: torch.Tensor, v_cache: t
 
 
 def _split(meta: AttentionMetadata):
-    """(rows, sub-metadata) of the short-chunk sequences and of the long ones (None when there are none); derived
-    once per step and kept in meta.backend_cache for the other layers."""
+    """(rows, sub-metadata) of the short-chunk sequences and of the long ones; when the step holds one kind only,
+    True for it and None for the other (the caller then passes `meta` itself). Derived once per step and kept in
+    meta.backend_cache for the other layers."""
     if "cpp_split" not in meta.backend_cache:
         short = [i for i, q in enumerate(meta.query_lens) if q <= MAX_OPERATOR_QUERY_LEN]
         long_ = [i for i, q in enumerate(meta.query_lens) if q > MAX_OPERATOR_QUERY_LEN]
-        meta.backend_cache["cpp_split"] = (_subset(meta, short), _subset(meta, long_))
+        if not short or not long_:  # one kind only (most steps): the caller uses `meta` itself, no sub-metadata
+            meta.backend_cache["cpp_split"] = (bool(short) or None, bool(long_) or None)
+        else:
+            meta.backend_cache["cpp_split"] = (_subset(meta, short), _subset(meta, long_))
     return meta.backend_cache["cpp_split"]
 
 
