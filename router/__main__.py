@@ -19,7 +19,9 @@ log = logging.getLogger("rho_serve")
 # The engine's thread and the HTTP thread pass the GIL back and forth every step; at Python's default 5 ms a thread
 # that wants it can wait that long while the other runs Python. Measured (`rho-bench serve --mode generate`, 3 rounds,
 # paired by round): 0.5 ms over 5 ms, bundled model median 3,490 vs 3,326 and 3,909 vs 3,128 tok/s (4 of 6 rounds
-# faster), 7.5M 1.03-1.05x in all 3 rounds; 0.1 ms was slower than both.
+# faster), 7.5M 1.03-1.05x in all 3 rounds; 0.1 ms was slower than both. One request at a time it matters most
+# (the HTTP thread needs the GIL a few times per request while the engine runs Python almost without pause):
+# 1.47x -> 1.70-1.83x transformers on the bundled model, 1.26x -> 1.91x on the 7.5M one.
 GIL_SWITCH_INTERVAL_S = 0.0005
 
 
