@@ -108,7 +108,6 @@ def run_engine_in_process(model: Path, warm: list[str], rounds: list[list[str]],
 
     config, _ = parse_serve_args(["--model-id", str(model), "--num-threads", str(args.threads), *args.rho_arg], env={})
     client = EngineClient(Engine(config))
-    params = SamplingParams(max_new_tokens=args.max_new_tokens, ignore_eos=True)
     encode = client.tokenizer
 
     async def load(batch: list[str], concurrency: int, new_tokens: int) -> LoadResult:
@@ -132,7 +131,7 @@ def run_engine_in_process(model: Path, warm: list[str], rounds: list[list[str]],
 
     def drive_rounds() -> list[LoadResult]:  # on a thread; the engine loop on the main thread, as rho-serve runs it
         asyncio.run(load(warm, 4, 4))
-        return [asyncio.run(load(batch, args.concurrency, params.max_new_tokens)) for batch in rounds]
+        return [asyncio.run(load(batch, args.concurrency, args.max_new_tokens)) for batch in rounds]
 
     from router.__main__ import GIL_SWITCH_INTERVAL_S
 

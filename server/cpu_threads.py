@@ -15,6 +15,8 @@ import math
 import os
 from pathlib import Path
 
+import torch
+
 CGROUP_V2_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
 CGROUP_V1_QUOTA = Path("/sys/fs/cgroup/cpu/cpu.cfs_quota_us")
 CGROUP_V1_PERIOD = Path("/sys/fs/cgroup/cpu/cpu.cfs_period_us")
@@ -80,8 +82,6 @@ class StepThreads:
         return 1 if macs < PARALLEL_STEP_MACS else self.max_threads
 
     def apply(self, num_tokens: int, num_keys: int) -> None:
-        import torch
-
         threads = self.threads_for(num_tokens, num_keys)
         if threads != self.current:
             torch.set_num_threads(threads)

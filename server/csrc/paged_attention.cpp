@@ -286,13 +286,13 @@ void run_all(const Problem<T>& P, const std::vector<Item>& items) {
   std::atomic<int64_t> next{0};
   const int64_t n = static_cast<int64_t>(items.size());
   const int64_t workers = std::min<int64_t>(at::get_num_threads(), n);
+  const bool row_path = has_row_path(P.head_dim, P.block_size, P.num_heads, P.num_kv_heads);
   // One chunk per thread; each thread then takes items from the shared counter (dynamic balance).
   at::parallel_for(0, workers, 1, [&](int64_t, int64_t) {
     RowState st;
     for (int64_t i = next.fetch_add(1); i < n; i = next.fetch_add(1)) {
       if constexpr (HEAD_DIM > 0) {
-        if (items[i].q_end - items[i].q_begin == 1 && has_row_path(P.head_dim, P.block_size, P.num_heads,
-                                                                   P.num_kv_heads)) {
+        if (items[i].q_end - items[i].q_begin == 1 && row_path) {
           run_row_item<T, HEAD_DIM>(P, items[i]);
           continue;
         }
