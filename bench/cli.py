@@ -13,6 +13,7 @@ BENCHES = {
     "load": ("bench.load_bench", "overload, disconnect storms and slow clients on loopback (issue 15)"),
     "serve": ("bench.serve_bench", "rho-serve over HTTP vs transformers (and llama-server), one light client (issue 13)"),
     "attention": ("bench.attention_bench", "C++ CPU paged attention vs the pure-torch path, per call (issue 13)"),
+    "router": ("bench.router_bench", "the router's CPU per generated token, no HTTP, no model (issue 13)"),
     "linear": ("bench.linear_bench", "CPU linears at decode row counts: MKL vs oneDNN prepacked (issue 13)"),
     "gpu": ("bench.gpu_bench", "the CUDA path against transformers on one GPU (issue 9; run bench/gpu.sh)"),
     "sandbox": ("bench.sandbox_bench", "tora/pal executor executions per second, trivial and sympy programs (issue 16)"),

@@ -5,6 +5,7 @@ N requests until every sequence decodes, then profiles steps: prints the step wa
 and the top ops by self CPU time (kernels vs the Python between them).
 
     python -m bench.step_profile [--model models/rho-math-tiny | --random] [--concurrency 32] [--steps 40]
+                                 [--prompt-len 64] [--prefill | --thread-ab]
 """
 from __future__ import annotations
 
@@ -60,6 +61,50 @@ def profile(model_dir: str, n: int, steps: int, prompt_len: int, top: int) -> No
               f"{100 * e.self_cpu_time_total / total:>7.1f}%")
 
 
+def prefill_waves(model_dir: str, n: int, prompt_len: int, waves: int = 3) -> None:
+    """Time whole prefill waves: n prompts of prompt_len tokens (1 new token each, prefix cache off) until done."""
+    from server.config import EngineConfig
+    from server.engine import Engine
+    from server.protocol import EngineRequest, SamplingParams
+
+    engine = Engine(EngineConfig(model_id=model_dir, num_threads=torch.get_num_threads(), enable_prefix_caching=False))
+    rng, vocab = random.Random(0), engine.checkpoint.vocab_size
+    times = []
+    for wave in range(waves + 1):  # the first wave warms up
+        for i in range(n):
+            prompt = (1,) + tuple(rng.randrange(3, vocab) for _ in range(prompt_len - 1))
+            engine.submit(EngineRequest(f"w{wave}-{i}", prompt, SamplingParams(max_new_tokens=1, ignore_eos=True)))
+        t = time.perf_counter()
+        engine.step()
+        while engine.scheduler.has_work():
+            engine.step()
+        times.append(time.perf_counter() - t)
+    print(f"{model_dir}: prefill of {n} prompts x {prompt_len} tokens: " +
+          ", ".join(f"{1000 * x:.0f}" for x in times[1:]) + " ms per wave")
+
+
+def thread_ab(model_dir: str, n: int, prompt_len: int, steps: int) -> None:
+    """Decode steps run on the main thread, then (a fresh engine, same requests) on a thread of their own."""
+    import threading
+
+    from server.config import EngineConfig
+    from server.engine import Engine
+
+    def run(where: str) -> None:
+        engine = Engine(EngineConfig(model_id=model_dir, num_threads=torch.get_num_threads()))
+        _fill(engine, n, prompt_len, engine.checkpoint.vocab_size)
+        t = time.perf_counter()
+        for _ in range(steps):
+            engine.step()
+        print(f"{model_dir}: {n} concurrent, steps on {where}: {1000 * (time.perf_counter() - t) / steps:.2f} ms")
+
+    for _ in range(2):
+        run("the main thread")
+        worker = threading.Thread(target=run, args=("a thread of their own",))
+        worker.start()
+        worker.join()
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="models/rho-math-tiny")
@@ -69,14 +114,21 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--prompt-len", type=int, default=64)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--top", type=int, default=25)
+    p.add_argument("--prefill", action="store_true",
+                   help="instead: time prefill waves of --concurrency prompts of --prompt-len tokens")
+    p.add_argument("--thread-ab", action="store_true",
+                   help="instead: decode steps on the main thread vs on a thread of their own (libgomp's throttling)")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
-    if not a.random:
-        return profile(a.model, a.concurrency, a.steps, a.prompt_len, a.top)
-    from bench.engine_bench import build_model
-
     with tempfile.TemporaryDirectory() as tmp:
-        profile(str(build_model(Path(tmp))), a.concurrency, a.steps, a.prompt_len, a.top)
+        from bench.engine_bench import build_model
+
+        model = str(build_model(Path(tmp))) if a.random else a.model
+        if a.prefill:
+            return prefill_waves(model, a.concurrency, a.prompt_len)
+        if a.thread_ab:
+            return thread_ab(model, a.concurrency, a.prompt_len, a.steps)
+        profile(model, a.concurrency, a.steps, a.prompt_len, a.top)
 
 
 if __name__ == "__main__":
