@@ -79,8 +79,9 @@ def _sse(server, path: str, body: dict) -> list[str]:
 
 
 def test_raw_chat_chunks_are_strict_openai_types(server):
+    # seeded: an unseeded draw may sample EOS early and leave fewer than 2 x 5 tokens
     lines = _sse(server, "/v1/chat/completions", {"messages": MESSAGES, "max_tokens": 5, "stream": True, "n": 2,
-                                                   "logprobs": True, "top_logprobs": 2,
+                                                   "seed": 0, "logprobs": True, "top_logprobs": 2,
                                                    "stream_options": {"include_usage": True}})
     assert lines[-1] == "[DONE]"
     chunks = [ChatCompletionChunk.model_validate(json.loads(line), strict=True) for line in lines[:-1]]
