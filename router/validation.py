@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from router.config import Limits
 from router.errors import ValidationError
+from router.prompt_encoder import PromptEncoder
 from router.schemas import GenerateParameters
 from server.protocol import SamplingParams, draw_seed
 
@@ -93,6 +94,7 @@ class Validator:
     def __init__(self, tokenizer, limits: Limits, vocab_size: int, model_id: str,
                  grammar_compiler=None):
         self.tokenizer = tokenizer
+        self.encoder = PromptEncoder(tokenizer)
         self.limits = limits
         self.vocab_size = vocab_size
         self.model_id = model_id
@@ -137,7 +139,7 @@ class Validator:
             raise ValidationError(f"tokenizer error {e}") from None
 
     def _encode(self, text: str, add_special_tokens: bool) -> list[int]:
-        return self.tokenizer(text, add_special_tokens=add_special_tokens)["input_ids"]
+        return self.encoder.encode(text, add_special_tokens)
 
     def _check_lengths(self, input_len: int, max_new_tokens: int | None) -> int:
         """The max_new_tokens the engine gets: at most what is left of max_total_tokens after the prompt."""

@@ -143,7 +143,7 @@ def test_an_unexpected_failure_mid_stream_ends_both_kinds_of_stream_alike(server
     infer = server.server.config.app.state.router.infer
     real_stream = infer.stream
 
-    async def buggy_stream(valid, cut_stop=False, observe=True, live=True):
+    async def buggy_stream(valid, cut_stop=False, observe=True):
         async with contextlib.aclosing(real_stream(valid, cut_stop, observe)) as items:
             async for item in items:
                 if item.index == 3:

@@ -97,7 +97,7 @@ def test_a_failure_mid_stream_is_an_error_event_then_done(server, monkeypatch):
     real_stream = infer.stream
     calls = []
 
-    async def failing_stream(valid, cut_stop=False, observe=True, live=True):
+    async def failing_stream(valid, cut_stop=False, observe=True):
         calls.append(valid)
         run_number = len(calls)  # the second run of each request fails
         async with contextlib.aclosing(real_stream(valid, cut_stop, observe)) as items:
@@ -115,8 +115,24 @@ def test_a_failure_mid_stream_is_an_error_event_then_done(server, monkeypatch):
     lines = _sse(server, "/v1/completions", {"prompt": "Hi", "max_tokens": 30, "n": 2, "stream": True})
     error = json.loads(lines[-2])
     assert lines[-1] == "[DONE]" and error["error_type"] == "generation" and "injected" in error["error"]["message"]
-    calls.clear()  # not streamed: an HTTP 424, and the sibling run (1000 tokens to go, EOS banned) is aborted
+    # Not streamed: the runs read their events at the end, straight from the engine client (no stream items), so
+    # the fault is the engine's error event for the second run. An HTTP 424, and the sibling run (1000 tokens to
+    # go, EOS banned) is aborted.
+    from server.protocol import TokenEvent
+
     engine = server.server.config.app.state.router.client
+    real_generate, runs = engine.generate, []
+
+    async def failing_generate(request, live=True):
+        runs.append(request)
+        if len(runs) == 2:
+            yield TokenEvent(request.request_id, error="injected failure")
+            return
+        async with contextlib.aclosing(real_generate(request, live)) as events:
+            async for event in events:
+                yield event
+
+    monkeypatch.setattr(engine, "generate", failing_generate)
     decoded_before = engine.stats().num_decode_tokens_total
     with pytest.raises(openai.APIStatusError, match="injected failure") as info:
         client.chat.completions.create(model="tiny", messages=MESSAGES, max_tokens=1000, n=2, temperature=0,
