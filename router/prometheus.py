@@ -28,7 +28,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
-__all__ = ["Registry", "Counter", "Gauge", "Histogram"]
+__all__ = ["Registry", "Counter", "Gauge", "Histogram", "observe_many"]
 
 # The `le` label inside a bucket line's label text, with the comma after it. Label values escape their quotes (\"),
 # so `le="` can only start a label, never sit inside a value.
@@ -39,6 +39,26 @@ def _bound(le: str) -> str:
     """A bucket bound as prometheus_client writes it ("1.0", "0.25", "+Inf") -> whole numbers without ".0"."""
     value = float(le)
     return str(int(value)) if value.is_integer() and abs(value) < 1e15 else le
+
+
+def observe_many(histogram: Histogram, amount: float, count: int) -> None:
+    """`histogram.observe(amount)` `count` times, as one update of its sum and its bucket: prometheus_client has no
+    bulk observe, and a request's per-token observations (~1 us each) were a tenth of the router's work for it. Uses
+    the child's storage (`_sum`, `_buckets`, `_upper_bounds`: per-bucket counts, as `observe` keeps them); without
+    it, the loop. tests/router/test_prometheus.py checks both give the same exposition."""
+    if count <= 0:
+        return
+    buckets, bounds, total = (getattr(histogram, name, None) for name in ("_buckets", "_upper_bounds", "_sum"))
+    observable = getattr(histogram, "_is_observable", lambda: False)()  # a labelled parent is not: observe raises
+    if buckets is None or bounds is None or total is None or not observable:
+        for _ in range(count):
+            histogram.observe(amount)
+        return
+    total.inc(amount * count)
+    for bucket, bound in zip(buckets, bounds):
+        if amount <= bound:
+            bucket.inc(count)
+            break
 
 
 class Registry(Collector):

@@ -8,7 +8,7 @@ import threading
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from router.prometheus import Registry
+from router.prometheus import Registry, observe_many
 
 
 def families(registry: Registry) -> dict:
@@ -40,6 +40,25 @@ def test_histogram_le_last_whole_bounds_and_initial_zero_series():
     samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
                for s in families(r)["tgi_batch_forward_duration"].samples}
     assert samples[("tgi_batch_forward_duration_count", (("method", "prefill"),))] == 0
+
+
+def test_observe_many_is_observe_repeated():
+    """The bulk update against the loop, on values inside, on and beyond the bounds, and on labelled children; a
+    labelled parent still refuses, as observe does."""
+    bulk, loop = Registry(), Registry()
+    hists = [r.histogram("tgi_request_skipped_tokens", "Skipped", buckets=(0.0, 1.0, 2.5)) for r in (bulk, loop)]
+    labelled = [r.histogram("tgi_batch_forward_duration", "Forward (s)", ("method",), buckets=(0.5, 1.0))
+                for r in (bulk, loop)]
+    for value, count in ((0.0, 64), (1.0, 3), (0.7, 5), (2.5, 1), (9.0, 2), (-1.0, 4), (0.0, 0)):
+        observe_many(hists[0], value, count)
+        observe_many(labelled[0].labels(method="decode"), value, count)
+        for _ in range(count):
+            hists[1].observe(value)
+            labelled[1].labels(method="decode").observe(value)
+    assert bulk.render() == loop.render()
+    assert 'tgi_request_skipped_tokens_bucket{le="0"} 68.0' in bulk.render().decode()
+    with pytest.raises(ValueError):
+        observe_many(labelled[0], 1.0, 2)
 
 
 def test_tricky_label_values_survive_and_le_moves_past_every_label():
