@@ -203,6 +203,7 @@ class Infer:
                     break  # leaving closes `stream`, which aborts the sequence if the engine is not done
         return decoder.generation(events)
 
+
 def fan_out(valid: ValidRequest, n: int, base_seed: int | None = None) -> list[ValidRequest]:
     """n independent runs of one request (best_of, OpenAI's n): run i samples with base_seed + i, or without a base
     with the request's seed (i = 0) and fresh ones. Greedy requests run unchanged (no seed)."""
