@@ -102,7 +102,7 @@ class InProcessEngine:
 
     The engine gets the flags rho-serve got (`--rho-arg`) and tokenizes as the router does; its start-up and the
     warm-up are left out of the timing, as they are for the server. `beside(work)` runs work() on a thread while the
-    engine loop runs on the main thread, as rho-serve runs it; inside it, `drive(batch)` is one round, so the rounds
+    engine loop runs on the main thread, as rho-serve runs it; inside it, `drive(...)` is one round, so the rounds
     of this engine and of the servers can take turns (a shared machine's slow minutes then hit them alike)."""
 
     def __init__(self, model: Path, args):
@@ -112,8 +112,10 @@ class InProcessEngine:
 
         config, _ = parse_serve_args(["--model-id", str(model), "--num-threads", str(args.threads), *args.rho_arg],
                                      env={})
+        from router.prompt_encoder import PromptEncoder
+
         self.client = EngineClient(Engine(config))
-        self.args = args
+        self.encoder = PromptEncoder(self.client.tokenizer)  # as the router tokenizes
 
     def beside(self, work):
         from router.__main__ import GIL_SWITCH_INTERVAL_S
@@ -127,9 +129,7 @@ class InProcessEngine:
     async def _load(self, batch: list[str], concurrency: int, new_tokens: int) -> LoadResult:
         from server.protocol import EngineRequest, SamplingParams
 
-        from router.prompt_encoder import PromptEncoder
-
-        client, encoder = self.client, PromptEncoder(self.client.tokenizer)
+        client, encoder = self.client, self.encoder
         gate = asyncio.Semaphore(concurrency)
         run_params = SamplingParams(max_new_tokens=new_tokens, ignore_eos=True)
         latencies: list[float] = []
@@ -137,7 +137,7 @@ class InProcessEngine:
         async def one(i: int, prompt: str) -> int:
             async with gate:
                 t = time.perf_counter()
-                ids = tuple(encoder.encode(prompt))  # as the router tokenizes
+                ids = tuple(encoder.encode(prompt))
                 request = EngineRequest(f"bench-{i}-{time.monotonic_ns()}", ids, run_params)
                 n = sum([1 async for _ in client.generate(request, live=False)])  # as the router's /generate
                 latencies.append(time.perf_counter() - t)
@@ -221,9 +221,14 @@ def paired_ratios(results: dict[tuple[str, str], list[LoadResult]], mode: str = 
     return [a.tok_s / b.tok_s for a, b in zip(http, local)]
 
 
+def lower_median(values: list, key=None):
+    """The median (the lower middle of an even count): shared machines have noisy rounds."""
+    return sorted(values, key=key)[(len(values) - 1) // 2]
+
+
 def median_round(results: list[LoadResult]) -> LoadResult:
-    """The round with the median tok/s (the lower middle of an even count): shared machines have noisy rounds."""
-    return sorted(results, key=lambda r: r.tok_s)[(len(results) - 1) // 2]
+    """The round with the median tok/s."""
+    return lower_median(results, key=lambda r: r.tok_s)
 
 
 def print_table(rows: list[tuple[str, str, LoadResult, float | None]], unit: float, header: str) -> None:
@@ -305,8 +310,9 @@ def main(argv: list[str] | None = None) -> None:
         f"{name} {mode}: " + ", ".join(f"{r.tok_s:,.0f}" for r in results) for (name, mode), results in served.items()))
     ratios = paired_ratios(served)
     if ratios:
-        print(f"rho-serve / in-process engine, paired by round: median {sorted(ratios)[(len(ratios) - 1) // 2]:.2f}x "
+        print(f"rho-serve / in-process engine, paired by round: median {lower_median(ratios):.2f}x "
               f"(rounds: {', '.join(f'{x:.2f}x' for x in ratios)})")
+
 
 if __name__ == "__main__":
     main()
