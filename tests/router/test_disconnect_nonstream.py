@@ -65,11 +65,13 @@ def test_clients_that_give_up_leave_no_work_running(server, auth_headers, engine
     metrics = httpx.get(server.url + "/metrics", timeout=10).text
     def delta(name: str, labels: str = "") -> float:
         return _metric(metrics, name, labels) - _metric(metrics_before, name, labels)
-    # Every request the routes saw was dropped, none a success (one the loop never got to before its client left,
-    # under CPU load, is counted by neither, as in TGI).
+    # Every request the routes saw was dropped or a success (one the loop never got to before its client left,
+    # under CPU load, is counted by neither, as in TGI). A request the model ended early by EOS just as its client's
+    # timer ran out is a success the client never read: the server finished it before the connection closed.
     dropped = delta("tgi_request_failure", '{err="dropped"}')
-    assert delta("tgi_request_success") == answered
-    assert dropped >= 1 and dropped == delta("tgi_request_count") - answered
+    succeeded = delta("tgi_request_success")
+    assert answered <= succeeded <= len(requests) // 3, (succeeded, answered)
+    assert dropped >= 1 and dropped + succeeded == delta("tgi_request_count")
     # ...and the server answers the next client at once, its permits all back.
     r = httpx.post(server.url + "/generate", json={"inputs": "next", "parameters": {"max_new_tokens": 2}},
                    headers=auth_headers, timeout=60)
