@@ -5,7 +5,12 @@ Decode rows (one new token per sequence) at a given batch and context, block siz
 random-Llama shapes of issue 13: 7.5M (8 heads, head_dim 32, MHA) and 33M (8 heads over 4 KV heads, head_dim 64);
 and one prefill case (a chunk of new tokens over a cached prefix). Best of `--repeats` timed calls after warm-up (the machine is shared: the minimum is the least disturbed).
 
-    rho-bench attention [--batch 32] [--contexts 64,128,256,512] [--threads 2] [--repeats 50]
+Then the operator's memory rate on a served decode step: the bundled model's shape (4 heads x 32, 4 layers) at
+`--batch` sequences over `--step-context` tokens, each layer's cache its own (as served, the step's K/V exceed the
+L3 cache and come from DRAM), against the same step with every block table pointing at 16 blocks (cache-resident:
+the operator's compute alone). The bytes read over the time give GB/s, to set beside the machine's DRAM rate.
+
+    rho-bench attention [--batch 32] [--contexts 64,128,256,512] [--step-context 180] [--threads 2] [--repeats 50]
 """
 from __future__ import annotations
 
@@ -38,6 +43,26 @@ def make_case(batch: int, cached: int, new: int, heads: int, kv_heads: int, head
     return torch.randn(batch * new, heads, head_dim), torch.randn(shape), torch.randn(shape), meta
 
 
+def served_step(batch: int, context: int, repeats: int, layers: int = 4, heads: int = 4, head_dim: int = 32,
+                resident: bool = False) -> tuple[float, float]:
+    """(seconds, MB of K/V read) for one decode step's attention over `layers` caches; resident: every table points
+    at the same 16 blocks, so the reads hit the cache."""
+    from server import cpu_attention
+
+    steps = []
+    for layer in range(layers):
+        q, k, v, meta = make_case(batch, context - 1, 1, heads, heads, head_dim, seed=layer)
+        if resident:
+            meta.block_tables %= 16
+        steps.append((q, k, v, meta, head_dim ** -0.5, None))
+
+    def step():
+        for call in steps:
+            cpu_attention.paged_attention_cpu(*call)
+
+    return time_call(step, (), repeats), batch * context * heads * head_dim * 4 * 2 * layers / 1e6
+
+
 def time_call(fn, args, repeats: int) -> float:
     for _ in range(3):
         fn(*args)
@@ -53,6 +78,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--contexts", default="64,128,256,512", help="cached tokens per sequence, comma-separated")
+    parser.add_argument("--step-context", type=int, default=180, help="context per sequence of the served step")
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
     parser.add_argument("--repeats", type=int, default=50)
     args = parser.parse_args(argv)
@@ -76,6 +102,11 @@ def main(argv: list[str] | None = None) -> None:
                 t_cpp = time_call(cpu_attention.paged_attention_cpu, call, args.repeats)
                 label = f"{kind} x{batch} ctx {cached + new}" if kind == "decode" else f"{kind} x{batch}"
                 print(f"{name:<6}{label:<22}{1e6 * t_torch:>10.1f}{1e6 * t_cpp:>10.1f}{t_torch / t_cpp:>9.2f}x")
+        print(f"\nserved decode step (bundled shape, 4 layers, x{args.batch} ctx {args.step_context}), C++ operator:")
+        for resident in (False, True):
+            seconds, mb = served_step(args.batch, args.step_context, args.repeats, resident=resident)
+            where = "blocks in cache (compute)" if resident else "own caches (from DRAM)"
+            print(f"  {where:<27}{1e3 * seconds:>7.3f} ms for {mb:.1f} MB: {mb / 1e3 / seconds:>5.1f} GB/s")
 
 
 if __name__ == "__main__":

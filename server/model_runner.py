@@ -103,7 +103,7 @@ class ModelRunner:
         max_blocks = max(len(c.seq.block_table) for c in chunks)
         tables = [c.seq.block_table + [0] * (max_blocks - len(c.seq.block_table)) for c in chunks]
         dev = self.device
-        meta = AttentionMetadata.build(q_lens, seq_lens, slots, tables, dev).prepare()
+        meta = AttentionMetadata.build(q_lens, seq_lens, slots, tables, dev)  # the torch path prepares its groups
         return StepInputs(torch.tensor(ids, dtype=torch.int64, device=dev),
                           torch.tensor(positions, dtype=torch.int64, device=dev), meta, sample_rows, sample_seqs,
                           sample_drafts, prompt_rows)
