@@ -42,9 +42,10 @@ def grade(prediction: str, reference: str) -> dict:
 
     from evaluation.grade import math_equal  # imported by the worker before it entered the sandbox
 
-    # sympy's function cache carries results from the items this worker graded before, and some verdicts depend on
-    # it (minerva_math item 164 of rho-math-1b-interpreter: -tan(4pi/9)+4cos(pi/18) vs -sqrt(3) came out equal after
-    # some items, unequal alone): each item is graded from the same state, whatever ran before it.
+    # sympy's function cache carries results from the items this worker graded before: cleared, each item is graded
+    # from the same state, whatever ran before it. (minerva_math item 164 of rho-math-1b-interpreter,
+    # -tan(4pi/9)+4cos(pi/18) vs -sqrt(3), is unequal graded alone, as stored, but once came out equal in a worker
+    # that had graded other items; the cache is the state such a worker carries.)
     clear_cache()
     return {"equal": bool(math_equal(prediction, reference))}
 

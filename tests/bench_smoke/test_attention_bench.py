@@ -1,5 +1,6 @@
 """`rho-bench attention`'s served decode step: the step reads every layer's K/V once (the MB it reports), and the
-cache-resident variant keeps its block tables inside the pool while reading the same bytes."""
+cache-resident variant reads the same bytes from blocks inside the pool (the operator raises on a block id outside
+it)."""
 from __future__ import annotations
 
 import pytest
